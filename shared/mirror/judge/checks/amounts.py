@@ -1,0 +1,128 @@
+"""Number consistency: the amount in a call or an agent line must be the one the caller gave.
+
+Numbers are compared only when they count the same thing: a number is paired with the noun
+right after it ("2 checked bags"), and a call argument with its key ("total_baggages") or, for a
+quantity, with the item it counts. "My card ends in 42" pairs 42 with nothing, so it never
+contradicts `quantity: 1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from mirror.judge import text as tx
+from mirror.judge.base import CheckInput, Finding, key_words, short
+
+_GENERIC = frozenset(
+    "total num number count new old id ids amount value qty quantity of per the".split()
+)
+_QUANTITY_KEYS = frozenset({"quantity", "qty", "count"})
+_NOT_NOUNS = frozenset(
+    "and or of the a an to for in on at per each is are was were be it that this with by from "
+    "percent dollars dollar usd".split()
+)
+
+
+def counted_pairs(text: str) -> list[tuple[float, str, int]]:
+    """(number, noun, position) for each number and the up-to-two words that follow it."""
+    pairs: list[tuple[float, str, int]] = []
+    for value, start, end in tx.number_words(text):
+        for word in tx.tokens(text[end : end + 40])[:2]:
+            if word in _NOT_NOUNS or word[0].isdigit():
+                break
+            pairs.append((value, tx.stem(word), start))
+    return pairs
+
+
+def _same_thing(noun: str, words: set[str]) -> bool:
+    return any(
+        len(noun) >= 3 and len(w) >= 3 and (w.startswith(noun) or noun.startswith(w))
+        for w in words
+    )
+
+
+def _stated(text: str, words: set[str], *, all_words: bool = False) -> list[float]:
+    """Numbers counting `words`; with `all_words`, the words after the number must cover every
+    key word ("2 checked bags" does not state `nonfree_baggages`)."""
+    grouped: dict[int, tuple[float, list[str]]] = {}
+    for value, noun, pos in counted_pairs(text):
+        grouped.setdefault(pos, (value, []))[1].append(noun)
+    out = []
+    for value, nouns in grouped.values():
+        if all_words:
+            if all(any(_same_thing(n, {w}) for n in nouns) for w in words):
+                out.append(value)
+        elif any(_same_thing(n, words) for n in nouns):
+            out.append(value)
+    return out
+
+
+class AmountConsistency:
+    id = "amount_consistency"
+    default_score = 0.85
+
+    def run(self, inp: CheckInput) -> Iterator[Finding]:
+        score = inp.config.check_score(self.id, self.default_score)
+        d = inp.dialogue
+        for call in inp.irreversible:
+            for key, value in call.args.items():
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                quantity = bool(_QUANTITY_KEYS & set(key_words(key)))
+                words = {tx.stem(w) for w in key_words(key)} - _GENERIC
+                if quantity:
+                    words |= _item_words(call.args)
+                if not words:
+                    continue
+                for u in reversed(d.utterances):
+                    stated = _stated(u.text, words, all_words=not quantity)
+                    if stated:
+                        if float(value) not in stated:
+                            yield Finding(
+                                self.id,
+                                "wrong_amount",
+                                score,
+                                f"{call.name}.{key}={value} but the conversation last said "
+                                f"{short(_fmt(stated))}",
+                                call.id,
+                            )
+                        break
+        yield from self._speech(inp, score)
+
+    def _speech(self, inp: CheckInput, score: float) -> Iterator[Finding]:
+        """The agent repeats a count back differently from the caller's last line."""
+        agent = inp.turn.agent_text.lower()
+        caller = inp.dialogue.caller_lines[-1] if inp.dialogue.caller_lines else ""
+        if not agent or not caller:
+            return
+        said: dict[str, float] = {}
+        for value, noun, _ in counted_pairs(caller):
+            said[noun] = value  # the last mention wins: "two, actually three pizzas"
+        for value, noun, _ in counted_pairs(agent):
+            for caller_noun, caller_value in said.items():
+                if caller_value != value and _same_thing(noun, {caller_noun}):
+                    if any(v == caller_value for v in _stated(agent, {caller_noun})):
+                        continue
+                    yield Finding(
+                        self.id,
+                        "wrong_amount",
+                        score,
+                        f"the caller said {_fmt([caller_value])} {caller_noun}, the agent says "
+                        f"{_fmt([value])}",
+                    )
+                    return
+
+
+def _item_words(args: dict[str, Any]) -> set[str]:
+    words: set[str] = set()
+    for value in args.values():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, str):
+                words.update(tx.stem(w) for w in tx.tokens(item))
+    return words - _GENERIC
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)

@@ -1,0 +1,149 @@
+"""Retractions: a value the caller took back must not be read back or passed to a tool.
+
+"Large pepperoni, actually make it medium" retracts "large" only: the correction names a size,
+so only the size is replaced. When the correction shares no category with what came before,
+everything before the marker is retracted ("pepperoni, actually mushroom").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mirror.judge import text as tx
+from mirror.judge.base import CheckInput, Finding
+
+_MARKER = re.compile(
+    r"(?<![a-z])(?:actually|no wait|wait|sorry|i mean|i meant|scratch that|make that|"
+    r"on second thought|change (?:that|it) to|rather)(?![a-z])"
+)
+_INSTEAD_OF = re.compile(r"(?<![a-z])instead of(?![a-z])")
+_SENTENCE = re.compile(r"[.!?\n]")
+_FILLER = frozenset(
+    "make it that change to let's lets do go with i i'd id want would like please can you get "
+    "me a an the one no yes um uh oh so just instead of rather".split()
+)
+_CATEGORIES: tuple[frozenset[str], ...] = (
+    frozenset("small medium large regular extra xl xxl mini personal family".split()),
+    frozenset(
+        "red blue green black white yellow purple pink orange brown grey gray silver gold".split()
+    ),
+    frozenset("monday tuesday wednesday thursday friday saturday sunday today tomorrow".split()),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Retracted:
+    retracted: frozenset[str]
+    replacement: frozenset[str]
+    said: str
+
+
+def _content(text: str) -> list[str]:
+    return [w for w in tx.tokens(text) if w not in _FILLER]
+
+
+def _category(word: str) -> int | None:
+    if word.isdigit() or word in tx.WORD_NUMBERS:
+        return -1
+    for i, cat in enumerate(_CATEGORIES):
+        if word in cat:
+            return i
+    return None
+
+
+def _split(before: list[str], after: list[str], said: str) -> Retracted | None:
+    if not before or not after:
+        return None
+    after_cats = {c for w in after if (c := _category(w)) is not None}
+    shared = [w for w in before if _category(w) in after_cats]
+    if shared:
+        cats = {_category(w) for w in shared}
+        replacement = [w for w in after if _category(w) in cats]
+        return Retracted(frozenset(shared) - set(after), frozenset(replacement), said)
+    return Retracted(frozenset(before) - set(after), frozenset(after), said)
+
+
+def retractions(line: str) -> list[Retracted]:
+    """The retractions in one caller line (lower-cased)."""
+    out: list[Retracted] = []
+    for sentence in _SENTENCE.split(line):
+        if m := _MARKER.search(sentence):
+            r = _split(_content(sentence[: m.start()]), _content(sentence[m.end() :]), sentence)
+        elif m := _INSTEAD_OF.search(sentence):
+            r = _split(_content(sentence[m.end() :]), _content(sentence[: m.start()]), sentence)
+        else:
+            continue
+        if r is not None and r.retracted:
+            out.append(r)
+    return out
+
+
+def active_retractions(caller_lines: list[str]) -> list[Retracted]:
+    """Retractions still in force: a word the caller says again later is no longer retracted."""
+    out: list[Retracted] = []
+    for i, line in enumerate(caller_lines):
+        later = set()
+        for after in caller_lines[i + 1 :]:
+            later.update(tx.tokens(after))
+        for r in retractions(line):
+            still = r.retracted - later
+            if still:
+                out.append(Retracted(frozenset(still), r.replacement, r.said))
+    return out
+
+
+def _mentions(text: str, words: frozenset[str]) -> list[str]:
+    return [w for w in words if tx.find_phrase(text, w)]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value.lower()
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield f"{value:g}"
+
+
+class Retraction:
+    id = "retraction"
+    default_score = 0.9
+
+    def run(self, inp: CheckInput) -> Iterator[Finding]:
+        active = active_retractions(inp.dialogue.caller_lines)
+        if not active:
+            return
+        score = inp.config.check_score(self.id, self.default_score)
+        for call in inp.irreversible:
+            args_text = " | ".join(_strings(call.args))
+            for r in active:
+                used = _mentions(args_text, r.retracted)
+                if used and not _mentions(args_text, r.replacement):
+                    code = "wrong_amount" if used[0][0].isdigit() else "wrong_variant"
+                    yield Finding(
+                        self.id,
+                        code,
+                        score,
+                        f"{call.name} uses {', '.join(sorted(used))!r}, which the caller took "
+                        f"back ({r.said.strip()[:80]!r})",
+                        call.id,
+                    )
+        agent = inp.turn.agent_text.lower()
+        if agent:
+            for r in active:
+                used = _mentions(agent, r.retracted)
+                if used and not _mentions(agent, r.replacement):
+                    yield Finding(
+                        self.id,
+                        "wrong_variant",
+                        score,
+                        f"the agent says {', '.join(sorted(used))!r}, which the caller took back "
+                        f"({r.said.strip()[:80]!r})",
+                    )

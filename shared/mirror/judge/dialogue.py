@@ -1,0 +1,231 @@
+"""One turn's conversation, analysed lazily: what the caller said, what tools returned.
+
+A `Dialogue` is built per turn and thrown away: nothing is cached across turns or calls.
+Each property is computed on first use, so a check that needs only the caller's last line
+never pays for parsing tool outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from mirror.judge import text as tx
+from mirror.models import AgentMessage, CustomerMessage, ToolMessage, Turn
+
+LABEL_KEYS = ("name", "title", "label", "product_name", "source", "last_four")
+"""Record fields that name a thing the way a caller would (a product name, 'paypal')."""
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One of several sibling objects a tool returned (orders of a user, items of an order)."""
+
+    ids: frozenset[str]
+    labels: tuple[str, ...]
+    record: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Group:
+    """Sibling candidates from one container in one tool output."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def owner(self, value_key: str) -> Candidate | None:
+        for c in self.candidates:
+            if value_key in c.ids:
+                return c
+        return None
+
+
+@dataclass(slots=True)
+class Utterance:
+    role: str  # "customer" or "agent"
+    text: str  # lower-cased
+    alnum: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.alnum:
+            self.alnum = tx.alnum(self.text)
+
+
+class Dialogue:
+    def __init__(self, turn: Turn) -> None:
+        self.turn = turn
+
+    # -- messages ---------------------------------------------------------------------------
+
+    @cached_property
+    def utterances(self) -> list[Utterance]:
+        """Caller and agent lines, oldest first, with the turn's own caller line last."""
+        out: list[Utterance] = []
+        for m in self.turn.history:
+            if isinstance(m, CustomerMessage | AgentMessage) and m.text.strip():
+                out.append(Utterance(m.role, m.text.lower()))
+        last = self.turn.customer_text.strip().lower()
+        if last and not self._history_ends_with_caller_line(last):
+            out.append(Utterance("customer", last))
+        return out
+
+    def _history_ends_with_caller_line(self, last: str) -> bool:
+        for m in reversed(self.turn.history):
+            if isinstance(m, CustomerMessage):
+                return m.text.strip().lower() == last
+        return False
+
+    @cached_property
+    def caller_lines(self) -> list[str]:
+        return [u.text for u in self.utterances if u.role == "customer"]
+
+    @cached_property
+    def caller_text(self) -> str:
+        return "\n".join(self.caller_lines)
+
+    @cached_property
+    def caller_alnum(self) -> str:
+        return "|".join(u.alnum for u in self.utterances if u.role == "customer")
+
+    @cached_property
+    def tool_outputs(self) -> list[str]:
+        return [m.text for m in self.turn.history if isinstance(m, ToolMessage)]
+
+    @cached_property
+    def tool_text(self) -> str:
+        return "\n".join(self.tool_outputs).lower()
+
+    @cached_property
+    def tool_alnum(self) -> str:
+        return "|".join(self._tool_alnums)
+
+    def last_meaningful(self) -> CustomerMessage | AgentMessage | None:
+        """The newest caller line or agent line with words (tool traffic skipped)."""
+        if self.turn.customer_text.strip() and not self._history_ends_with_caller_line(
+            self.turn.customer_text.strip().lower()
+        ):
+            return CustomerMessage(role="customer", text=self.turn.customer_text)
+        for m in reversed(self.turn.history):
+            if isinstance(m, CustomerMessage) or (isinstance(m, AgentMessage) and m.text.strip()):
+                return m
+        return None
+
+    # -- grounding --------------------------------------------------------------------------
+
+    def said_by_caller(self, key: str) -> bool:
+        return _contains_key(self.caller_alnum, self.caller_text, key)
+
+    def returned_by_tool(self, key: str) -> bool:
+        return _contains_key(self.tool_alnum, self.tool_text, key)
+
+    @cached_property
+    def caller_numbers(self) -> set[float]:
+        return {v for v, _, _ in tx.number_words(self.caller_text)}
+
+    @cached_property
+    def tool_numbers(self) -> set[float]:
+        return {v for v, _, _ in tx.number_words(self.tool_text)}
+
+    @cached_property
+    def caller_dates(self) -> set[tuple[int | None, int, int]]:
+        return tx.dates(self.caller_text)
+
+    @cached_property
+    def caller_emails(self) -> set[str]:
+        return tx.emails(self.caller_text)
+
+    # -- tool records -----------------------------------------------------------------------
+
+    @cached_property
+    def _tool_alnums(self) -> list[str]:
+        return [tx.alnum(t) for t in self.tool_outputs]
+
+    @cached_property
+    def _groups_by_output(self) -> dict[int, list[Group]]:
+        return {}
+
+    def _groups_in(self, i: int) -> list[Group]:
+        """Sibling groups of one tool output, parsed on first use (most are never needed)."""
+        cached = self._groups_by_output.get(i)
+        if cached is None:
+            cached = []
+            raw = self.tool_outputs[i]
+            if raw.lstrip()[:1] in ("[", "{"):
+                try:
+                    _collect_groups(json.loads(raw), cached)
+                except ValueError:
+                    pass
+            self._groups_by_output[i] = cached
+        return cached
+
+    def groups_of(self, value_key: str) -> Iterator[Group]:
+        """Groups, oldest tool output first, that hold a candidate with this id."""
+        for i, blob in enumerate(self._tool_alnums):
+            if value_key and value_key in blob:
+                for g in self._groups_in(i):
+                    if g.owner(value_key) is not None:
+                        yield g
+
+
+def id_key(value: str) -> str:
+    """The comparable form of an id-like value ('#W51-99' -> 'w5199')."""
+    return tx.alnum(value)
+
+
+def _contains_key(alnum_blob: str, text: str, key: str) -> bool:
+    if not key:
+        return True
+    if len(key) >= 5 and any(ch.isdigit() for ch in key):
+        return key in alnum_blob
+    return tx.contains_phrase(text, key)
+
+
+def _labels(record: dict[str, Any]) -> tuple[str, ...]:
+    out = []
+    for k in LABEL_KEYS:
+        v = record.get(k)
+        if isinstance(v, str) and v.strip():
+            out.append(v.replace("_", " ").lower())
+    return tuple(out)
+
+
+def _record_ids(record: dict[str, Any]) -> set[str]:
+    return {
+        id_key(v)
+        for k, v in record.items()
+        if isinstance(v, str) and (k == "id" or k.endswith("_id") or k.endswith("_number"))
+    }
+
+
+def _collect_groups(doc: Any, out: list[Group]) -> None:
+    """Find containers of sibling objects: lists of ids, lists of records, records keyed by id."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            if len(node) >= 2:
+                first = node[0]
+                if isinstance(first, str) and all(isinstance(x, str) for x in node):
+                    out.append(Group([Candidate(frozenset({id_key(x)}), ()) for x in node]))
+                elif isinstance(first, dict) and all(isinstance(x, dict) for x in node):
+                    cands = [Candidate(frozenset(_record_ids(x)), _labels(x), x) for x in node]
+                    if all(c.ids for c in cands):
+                        out.append(Group(cands))
+            stack.extend(reversed([x for x in node if isinstance(x, list | dict)]))
+        elif isinstance(node, dict):
+            if (
+                len(node) >= 2
+                and all(isinstance(v, dict) for v in node.values())
+                and all(any(ch.isdigit() for ch in k) for k in node)
+            ):
+                out.append(
+                    Group(
+                        [
+                            Candidate(frozenset({id_key(k)} | _record_ids(v)), _labels(v), v)
+                            for k, v in node.items()
+                        ]
+                    )
+                )
+            stack.extend(reversed([v for v in node.values() if isinstance(v, list | dict)]))

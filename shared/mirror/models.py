@@ -1,0 +1,244 @@
+"""Boundary models: what comes in (turns, config) and what goes out (verdicts).
+
+pydantic v2 at the edges; the judge works on these objects directly but never mutates them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_TEXT_CHARS = 8_000
+"""One utterance. A phone turn is a few sentences; 8k characters is several minutes of speech."""
+MAX_TOOL_OUTPUT_CHARS = 200_000
+MAX_HISTORY_MESSAGES = 500
+MAX_TOOL_CALLS = 16
+MAX_POLICIES = 200
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+TenantId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+"""Tenant ids prefix every state key, so they may not contain the key separator '#'."""
+
+Decision = Literal["allow", "intervene", "block"]
+Tier = Literal["tier0", "tier1", "tier2"]
+ReasonCode = Literal[
+    "clean",
+    "wrong_object",
+    "wrong_variant",
+    "wrong_payment_method",
+    "wrong_amount",
+    "extra_item",
+    "missing_item",
+    "other_user",
+    "not_allowed_by_policy",
+    "no_confirmation_yet",
+    "ungrounded_value",
+    "tier_unavailable",
+]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolCall(BaseModel):
+    """A tool call the agent made or plans to make."""
+
+    model_config = _STRICT
+
+    id: Identifier
+    name: Identifier
+    args: dict[str, Any] = Field(default_factory=dict)
+    irreversible: bool | None = None
+    """Per-call override of the config's irreversible tool list (None: use the list)."""
+
+
+class CustomerMessage(BaseModel):
+    model_config = _STRICT
+    role: Literal["customer"]
+    text: Text
+
+
+class AgentMessage(BaseModel):
+    model_config = _STRICT
+    role: Literal["agent"]
+    text: Text = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+
+
+class ToolMessage(BaseModel):
+    model_config = _STRICT
+    role: Literal["tool"]
+    name: Identifier
+    text: Annotated[str, Field(max_length=MAX_TOOL_OUTPUT_CHARS)]
+
+
+Message = Annotated[CustomerMessage | AgentMessage | ToolMessage, Field(discriminator="role")]
+
+
+class Turn(BaseModel):
+    """One candidate agent turn and the conversation before it (the eval case's input fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_text: Text = ""
+    agent_text: Text = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+    history: list[Message] = Field(default_factory=list, max_length=MAX_HISTORY_MESSAGES)
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _unique_call_ids(cls, calls: list[ToolCall]) -> list[ToolCall]:
+        ids = [c.id for c in calls]
+        if len(set(ids)) != len(ids):
+            raise ValueError("tool call ids must be unique within a turn")
+        return calls
+
+
+class CallContext(BaseModel):
+    model_config = _STRICT
+
+    call_id: Identifier
+    tenant_id: TenantId = "default"
+
+
+class TierTimeouts(BaseModel):
+    """Seconds each remote tier may take before its failure rule applies."""
+
+    model_config = _STRICT
+
+    tier1_s: float = Field(0.25, gt=0, le=30)
+    tier2_s: float = Field(1.5, gt=0, le=60)
+
+
+DEFAULT_IRREVERSIBLE_TOOLS: tuple[str, ...] = (
+    "book_*",
+    "cancel_*",
+    "place_order",
+    "submit_*",
+    "refund*",
+    "issue_*",
+    "charge_*",
+    "pay*",
+    "transfer_funds",
+    "send_money",
+    "send_certificate",
+    "delete_*",
+    "modify_*",
+    "update_*",
+    "exchange_*",
+    "return_*",
+)
+"""Glob patterns for tools that change state. Operators replace the list per tenant."""
+
+
+class MirrorConfig(BaseModel):
+    """A tenant's configuration. Every field is read by the judge, the store or the service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant_id: TenantId = "default"
+    policies: list[Annotated[str, Field(max_length=4_000)]] = Field(
+        default_factory=list, max_length=MAX_POLICIES
+    )
+    """Operator rules: `FORBID`/`REQUIRE` directives (Tier 0) and prose (the LLM tiers)."""
+    judging_prompt: Annotated[str, Field(max_length=20_000)] | None = None
+    """Replaces the compiled judging prompt; may use the slots in `mirror.prompt.SLOTS`."""
+    intervention_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    check_scores: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
+    """Per-check score overrides, e.g. {"confirmation": 0.6} makes that check advisory at 0.7."""
+    cooldown_s: float = Field(10.0, ge=0.0, le=3_600)
+    timeouts: TierTimeouts = Field(default_factory=TierTimeouts)
+    irreversible_tools: list[Identifier] = Field(
+        default_factory=lambda: list(DEFAULT_IRREVERSIBLE_TOOLS)
+    )
+    tool_gate_failure_mode: Literal["hold", "allow"] = "hold"
+    """What an irreversible call gets when a remote tier cannot decide in time."""
+    buffer_text: Annotated[str, Field(min_length=1, max_length=300)] = (
+        "Let me make sure I got that right."
+    )
+    history_limit: int = Field(200, ge=1, le=MAX_HISTORY_MESSAGES)
+    """Messages kept per call in the state store (oldest dropped first)."""
+    state_ttl_s: int = Field(7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
+
+    @cached_property
+    def _irreversible_patterns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        exact = tuple(p for p in self.irreversible_tools if not any(c in p for c in "*?["))
+        globs = tuple(p for p in self.irreversible_tools if p not in exact)
+        return exact, globs
+
+    def is_irreversible(self, call: ToolCall) -> bool:
+        if call.irreversible is not None:
+            return call.irreversible
+        exact, globs = self._irreversible_patterns
+        return call.name in exact or any(fnmatch.fnmatchcase(call.name, g) for g in globs)
+
+    def check_score(self, check: str, default: float) -> float:
+        return self.check_scores.get(check, default)
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    check: str
+    tier: Tier
+    code: ReasonCode
+    score: float = Field(ge=0.0, le=1.0)
+    evidence: str
+    tool_call_id: str | None = None
+
+
+class Verdict(BaseModel):
+    """The judge's answer for one turn. `score` is the probability the turn is wrong (0 = clean)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Decision
+    score: float = Field(ge=0.0, le=1.0)
+    reasons: list[Reason] = Field(default_factory=list)
+    decided_by: Tier | None = None
+    latency_us: dict[str, float] = Field(default_factory=dict)
+    tiers_run: list[Tier] = Field(default_factory=list)
+    failed_tiers: list[Tier] = Field(default_factory=list)
+    """Remote tiers that timed out or failed; their failure rule decided instead."""
+    should_report: bool = False
+    blocked_tool_call_ids: list[str] = Field(default_factory=list)
+    held_tool_call_ids: list[str] = Field(default_factory=list)
+    """Irreversible calls a failed remote tier could not clear: the agent must confirm first."""
+    buffer_text: str | None = None
+    """What the agent can say while a correction is prepared (set on intervene)."""
+    cooldown_suppressed: bool = False
+    """A speech intervention was due but the call's cooldown was active."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Verdict:
+        if self.decision == "block" and not (self.blocked_tool_call_ids or self.held_tool_call_ids):
+            raise ValueError("a block verdict names the tool calls it blocks or holds")
+        return self
+
+
+class ScoreTurnEvent(Turn):
+    """The ScoreTurn event: a turn (the eval case shape without `expect`) plus who it belongs to."""
+
+    call_id: Identifier
+    tenant_id: TenantId | None = None
+    turn_id: Identifier | None = None
+    """Idempotency key for the turn; a retried event with the same id records nothing new."""
+    policies: list[Annotated[str, Field(max_length=4_000)]] | None = Field(
+        default=None, max_length=MAX_POLICIES
+    )
+    irreversible_tools: list[Identifier] | None = None
+    domain: str | None = None
+
+    def context(self) -> CallContext:
+        return CallContext(call_id=self.call_id, tenant_id=self.tenant_id or "default")
+
+    def turn(self) -> Turn:
+        return Turn(
+            customer_text=self.customer_text,
+            agent_text=self.agent_text,
+            tool_calls=self.tool_calls,
+            history=self.history,
+        )

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from mirror.judge import text as tx
-from mirror.models import AgentMessage, CustomerMessage, ToolMessage, Turn
+from mirror.models import AgentMessage, CustomerMessage, Message, ToolMessage, Turn
 
 LABEL_KEYS = ("name", "title", "label", "product_name", "source", "last_four")
 """Record fields that name a thing the way a caller would (a product name, 'paypal')."""
@@ -66,16 +66,21 @@ class Dialogue:
         for m in self.turn.history:
             if isinstance(m, CustomerMessage | AgentMessage) and m.text.strip():
                 out.append(Utterance(m.role, m.text.lower()))
-        last = self.turn.customer_text.strip().lower()
-        if last and not self._history_ends_with_caller_line(last):
-            out.append(Utterance("customer", last))
+        if self._caller_line_missing:
+            out.append(Utterance("customer", self.turn.customer_text.strip().lower()))
         return out
 
-    def _history_ends_with_caller_line(self, last: str) -> bool:
+    @cached_property
+    def _caller_line_missing(self) -> bool:
+        """`customer_text` is the history's newest caller line when the history has it (the eval
+        case shape); otherwise it is a new line that comes after the history."""
+        wanted = self.turn.customer_text.strip().lower()
+        if not wanted:
+            return False
         for m in reversed(self.turn.history):
             if isinstance(m, CustomerMessage):
-                return m.text.strip().lower() == last
-        return False
+                return m.text.strip().lower() != wanted
+        return True
 
     @cached_property
     def caller_lines(self) -> list[str]:
@@ -103,9 +108,7 @@ class Dialogue:
 
     def last_meaningful(self) -> CustomerMessage | AgentMessage | None:
         """The newest caller line or agent line with words (tool traffic skipped)."""
-        if self.turn.customer_text.strip() and not self._history_ends_with_caller_line(
-            self.turn.customer_text.strip().lower()
-        ):
+        if self._caller_line_missing:
             return CustomerMessage(role="customer", text=self.turn.customer_text)
         for m in reversed(self.turn.history):
             if isinstance(m, CustomerMessage) or (isinstance(m, AgentMessage) and m.text.strip()):
@@ -167,6 +170,18 @@ class Dialogue:
                 for g in self._groups_in(i):
                     if g.owner(value_key) is not None:
                         yield g
+
+
+def caller_line_is_current(history: list[Message], text: str) -> bool:
+    """Whether `history`'s newest caller line is `text` with no agent words after it (agent
+    tool calls and tool output may follow: the agent acting on what the caller just said)."""
+    wanted = text.strip().lower()
+    for m in reversed(history):
+        if isinstance(m, CustomerMessage):
+            return m.text.strip().lower() == wanted
+        if isinstance(m, AgentMessage) and m.text.strip():
+            return False
+    return False
 
 
 def id_key(value: str) -> str:

@@ -1,0 +1,54 @@
+# Mirror: local build / CI entry points. `make test` is what CI runs (.ci/run).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY   := $(VENV)/bin/python
+SAM  := $(VENV)/bin/sam
+RUFF := $(VENV)/bin/ruff
+
+# SAM's PythonPipBuilder needs an interpreter named `python3.12` on PATH; the venv has one.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: venv test lint build demo bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+lint: venv
+	$(RUFF) check .
+	$(SAM) validate --lint
+
+# Ship hash-based .pyc files: /var/task is read-only, so otherwise every cold start compiles.
+build: venv
+	$(SAM) build
+	$(PY) -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build
+
+# Dummy credentials, no profile or session token: nothing in `make test` can reach a real
+# AWS account (an AWS_PROFILE from the caller would even break `sam validate`).
+SANDBOX := env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN \
+	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+	AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+
+# pytest exit 5 (no tests collected) fails the target like any other non-zero exit.
+test: venv
+	$(RUFF) check .
+	$(SANDBOX) $(SAM) validate --lint
+	$(SANDBOX) $(SAM) build
+	$(PY) -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build
+	@rc=0; $(SANDBOX) $(PY) -m pytest || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$rc
+
+demo: venv
+	$(PY) -m mirror.demo
+
+bench: venv
+	$(PY) benchmarks/judge.py --json
+	$(PY) benchmarks/cold_start.py --json
+
+clean:
+	rm -rf .aws-sam .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,108 @@
+"""Scoring a turn against a call's stored state: the one path behind ScoreTurn and the API.
+
+Order matters for correctness under retries and races:
+1. a turn id already recorded returns its stored verdict (idempotent retries);
+2. the judge runs on the event's history, or the stored one when the event brings none;
+3. a speech intervention must win the call's cooldown with a conditional write, so two
+   concurrent scorers never both intervene (the loser reports `cooldown_suppressed`);
+4. the turn's messages and its verdict are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mirror.judge import Judge
+from mirror.judge.dialogue import caller_line_is_current
+from mirror.models import (
+    AgentMessage,
+    CustomerMessage,
+    Message,
+    MirrorConfig,
+    ScoreTurnEvent,
+    Turn,
+    Verdict,
+)
+from mirror.state import StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredTurn:
+    verdict: Verdict
+    turn_id: str
+    replayed: bool
+    """True when the verdict came from an earlier delivery of the same turn."""
+
+
+@dataclass
+class ScoreTurnService:
+    store: StateStore
+    clock: Callable[[], float] = time.time
+    _judges: dict[str, Judge] = field(default_factory=dict, repr=False)
+
+    def judge_for(self, config: MirrorConfig) -> Judge:
+        """Judges (compiled policies) are reused per config for the container's life."""
+        key = config.model_dump_json()
+        judge = self._judges.get(key)
+        if judge is None:
+            if len(self._judges) >= 64:
+                self._judges.clear()
+            judge = self._judges[key] = Judge(config)
+        return judge
+
+    def score(self, event: ScoreTurnEvent, config: MirrorConfig, turn_id: str) -> ScoredTurn:
+        ctx = event.context()
+        now = self.clock()
+        earlier = self.store.get_verdict(ctx, turn_id, now)
+        if earlier is not None:
+            return ScoredTurn(earlier, turn_id, replayed=True)
+
+        stored = self.store.get_history(ctx, now, config.history_limit)
+        added = new_messages(event, stored)
+        # The event's own history wins (stateless callers send the whole conversation);
+        # otherwise the stored one plus this turn's caller line: the eval case shape.
+        if event.history:
+            history = list(event.history)
+        else:
+            history = [*stored, *(m for m in added if isinstance(m, CustomerMessage))]
+        turn = Turn(
+            customer_text=event.customer_text,
+            agent_text=event.agent_text,
+            tool_calls=event.tool_calls,
+            history=history,
+        )
+        cooling = self.store.cooldown_active(ctx, now)
+        verdict = self.judge_for(config).evaluate(turn, cooldown_active=cooling)
+        if verdict.decision == "intervene" and not self.store.claim_cooldown(
+            ctx, now, config.cooldown_s, config.state_ttl_s
+        ):
+            verdict = verdict.model_copy(
+                update={"decision": "allow", "cooldown_suppressed": True, "buffer_text": None}
+            )
+
+        recorded = self.store.record_turn(
+            ctx,
+            turn_id,
+            added,
+            verdict,
+            now,
+            config.state_ttl_s,
+            config.history_limit,
+        )
+        if not recorded:  # a concurrent delivery of the same turn won the write
+            stored = self.store.get_verdict(ctx, turn_id, now)
+            return ScoredTurn(stored or verdict, turn_id, replayed=True)
+        return ScoredTurn(verdict, turn_id, replayed=False)
+
+
+def new_messages(event: ScoreTurnEvent, stored: list[Message]) -> list[Message]:
+    """What this turn adds to the stored history: the caller's line, unless the store already
+    ends with it (an agent tool turn that follows the same caller line), then the agent's turn."""
+    out: list[Message] = []
+    if event.customer_text.strip() and not caller_line_is_current(stored, event.customer_text):
+        out.append(CustomerMessage(role="customer", text=event.customer_text))
+    if event.agent_text or event.tool_calls:
+        out.append(AgentMessage(role="agent", text=event.agent_text, tool_calls=event.tool_calls))
+    return out

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mirror.policy import compile_policies
+
 MAX_TEXT_CHARS = 8_000
 """One utterance. A phone turn is a few sentences; 8k characters is several minutes of speech."""
 MAX_TOOL_OUTPUT_CHARS = 200_000
@@ -162,6 +164,12 @@ class MirrorConfig(BaseModel):
     history_limit: int = Field(200, ge=1, le=MAX_HISTORY_MESSAGES)
     """Messages kept per call in the state store (oldest dropped first)."""
     state_ttl_s: int = Field(7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
+
+    @field_validator("policies")
+    @classmethod
+    def _directives_parse(cls, policies: list[str]) -> list[str]:
+        compile_policies(policies)  # raises PolicyError (a ValueError) naming the policy
+        return policies
 
     @cached_property
     def _irreversible_patterns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:

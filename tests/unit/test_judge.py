@@ -1,0 +1,110 @@
+"""The judge's decision rules: thresholds, per-check scores, cooldown, remote tier failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mirror.judge import Finding, Judge
+from mirror.models import MirrorConfig, TierTimeouts, Turn
+from tests.unit.judge_helpers import call, judge, turn
+
+UNCONFIRMED = turn(("customer", "Cancel order #W1."), calls=[call("cancel_order", order_id="#W1")])
+RUDE = turn(("customer", "hi"), agent_text="Delivery is free!")
+
+
+def test_threshold_and_check_scores_decide() -> None:
+    assert judge(UNCONFIRMED).decision == "block"
+    assert judge(UNCONFIRMED, intervention_threshold=0.95).decision == "allow"
+    v = judge(UNCONFIRMED, check_scores={"confirmation": 0.5})
+    assert v.decision == "allow" and v.should_report  # advisory, still reported
+    assert v.reasons[0].check == "confirmation" and v.reasons[0].score == 0.5
+
+
+def test_verdict_names_check_tier_and_blocked_call() -> None:
+    v = judge(UNCONFIRMED)
+    assert v.blocked_tool_call_ids == ["c1"]
+    assert v.decided_by == "tier0" and v.tiers_run == ["tier0"]
+    assert v.reasons[0].tier == "tier0" and v.reasons[0].tool_call_id == "c1"
+    assert v.latency_us["tier0"] > 0
+
+
+def test_irreversible_names_are_configurable() -> None:
+    assert judge(UNCONFIRMED, irreversible_tools=["place_order"]).decision == "allow"
+    t = turn(
+        ("customer", "hi"), calls=[{"id": "x", "name": "lookup", "args": {}, "irreversible": True}]
+    )
+    assert judge(t).decision == "block"
+
+
+def test_cooldown_suppresses_speech_only() -> None:
+    j = Judge(MirrorConfig(policies=['FORBID "free"']))
+    v = j.evaluate(RUDE, cooldown_active=True)
+    assert v.decision == "allow" and v.cooldown_suppressed and v.buffer_text is None
+    assert j.evaluate(RUDE).buffer_text == MirrorConfig().buffer_text
+    both = Turn.model_validate({**UNCONFIRMED.model_dump(), "agent_text": "It is free!"})
+    assert j.evaluate(both, cooldown_active=True).decision == "block"
+
+
+class _Tier:
+    def __init__(
+        self,
+        tier: str,
+        result: list[Finding] | None = None,
+        delay: float = 0.0,
+        error: Exception | None = None,
+    ) -> None:
+        self.tier, self.result, self.delay, self.error, self.calls = tier, result, delay, error, 0
+
+    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.error:
+            raise self.error
+        return self.result
+
+
+CONFIRMED = turn(
+    ("customer", "Cancel order #W1."),
+    ("agent", "Cancel #W1, correct?"),
+    ("customer", "Yes."),
+    calls=[call("cancel_order", order_id="#W1")],
+)
+FAST = TierTimeouts(tier1_s=0.05, tier2_s=0.05)
+
+
+def test_remote_tiers_run_only_when_tier0_is_silent() -> None:
+    t1 = _Tier("tier1", result=None)
+    t2 = _Tier("tier2", result=[Finding("llm", "not_allowed_by_policy", 0.9, "x", None, "tier2")])
+    v = asyncio.run(
+        Judge(MirrorConfig(), [t1, t2]).aevaluate(turn(("customer", "hi"), agent_text="hello"))
+    )
+    assert (v.decision, v.decided_by, v.tiers_run) == (
+        "intervene",
+        "tier2",
+        ["tier0", "tier1", "tier2"],
+    )
+    skipped = _Tier("tier1")
+    asyncio.run(Judge(MirrorConfig(), [skipped]).aevaluate(UNCONFIRMED))
+    assert skipped.calls == 0
+
+
+@pytest.mark.parametrize("failure", [dict(delay=1.0), dict(error=RuntimeError("500"))])
+def test_failed_tier_holds_irreversible_calls_and_fails_open_for_speech(failure: dict) -> None:
+    cfg = MirrorConfig(timeouts=FAST)
+    v = asyncio.run(Judge(cfg, [_Tier("tier2", **failure)]).aevaluate(CONFIRMED))
+    assert v.decision == "block" and v.held_tool_call_ids == ["c1"]
+    assert v.failed_tiers == ["tier2"] and v.reasons[0].code == "tier_unavailable"
+    speech = asyncio.run(
+        Judge(cfg, [_Tier("tier2", **failure)]).aevaluate(
+            turn(("customer", "hi"), agent_text="hello")
+        )
+    )
+    assert speech.decision == "allow" and speech.failed_tiers == ["tier2"]
+    opened = asyncio.run(
+        Judge(
+            cfg.model_copy(update={"tool_gate_failure_mode": "allow"}), [_Tier("tier2", **failure)]
+        ).aevaluate(CONFIRMED)
+    )
+    assert opened.decision == "allow" and opened.should_report

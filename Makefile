@@ -12,7 +12,10 @@ RUFF := $(VENV)/bin/ruff
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: venv test lint build demo bench clean
+.PHONY: venv test lint build demo bench eval clean
+
+# The team's labelled cases live beside the checkout; pass EVAL_DIR=... to use others.
+EVAL_DIR ?= ../shared/eval/dev
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -46,9 +49,12 @@ demo: venv
 	$(PY) -m mirror.demo
 
 bench: venv
-	$(PY) benchmarks/judge.py --json
+	$(PY) benchmarks/judge.py --eval-dir $(EVAL_DIR) --json
 	$(PY) benchmarks/cold_start.py --json
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+eval: venv
+	$(VENV)/bin/mirror eval $(EVAL_DIR)/*.jsonl

@@ -95,24 +95,23 @@ def contains_phrase(text: str, phrase: str) -> bool:
     return phrase_pattern(phrase).search(text) is not None
 
 
-def numbers(text: str) -> list[float]:
-    """Numbers written with digits ('$1,126.04' -> 1126.04) and common number words."""
-    out = [float(m.group(1).replace(",", "") + (m.group(2) or "")) for m in _NUMBER.finditer(text)]
-    return out
+_COUNTABLE_WORDS = {k: v for k, v in WORD_NUMBERS.items() if k not in ("a", "an", "no")}
+_NUMBER_OR_WORD = re.compile(
+    r"(?<![\w.])\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])|(?<![a-z0-9])("
+    + "|".join(sorted(_COUNTABLE_WORDS, key=len, reverse=True))
+    + r")(?![a-z0-9])"
+)
 
 
 def number_words(text: str) -> list[tuple[float, int, int]]:
-    """(value, start, end) for digit numbers and number words in lower-cased `text`."""
-    found = [
-        (float(m.group(1).replace(",", "") + (m.group(2) or "")), m.start(), m.end())
-        for m in _NUMBER.finditer(text)
-    ]
-    for m in _TOKEN.finditer(text):
-        value = WORD_NUMBERS.get(m.group())
-        if value is not None and m.group() not in ("a", "an", "no"):
-            found.append((float(value), m.start(), m.end()))
-    found.sort(key=lambda item: item[1])
-    return found
+    """(value, start, end) for digit numbers ('$1,126.04') and number words in lower-cased
+    `text`, in order. One regex pass: this runs on every agent line."""
+    out: list[tuple[float, int, int]] = []
+    for m in _NUMBER_OR_WORD.finditer(text):
+        digits, frac, word = m.groups()
+        value = _COUNTABLE_WORDS[word] if word else float(digits.replace(",", "") + (frac or ""))
+        out.append((float(value), m.start(), m.end()))
+    return out
 
 
 def emails(text: str) -> set[str]:

@@ -1,0 +1,563 @@
+"""DynamoDB state store: the one the deployed functions use.
+
+boto3 is imported and the client built on first use, so importing this module costs nothing in a
+cold start that never touches state, and tests can inject a client. Every read is strongly
+consistent: the judge reads history right after the previous turn was recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mirror.models import CallContext, Message, Verdict
+from mirror.state.base import (
+    COOLDOWN_SK,
+    INTERNAL_META_FIELDS,
+    META_SK,
+    MSG_PREFIX,
+    OVERRIDE_SK,
+    PK,
+    SK,
+    TTL_ATTRIBUTE,
+    VERDICT_PREFIX,
+    MetaValue,
+    RecordedVerdict,
+    StateStoreConflictError,
+    StateStoreError,
+    call_key,
+    check_cooldown,
+    check_data,
+    check_limit,
+    check_meta_fields,
+    decode_message,
+    decode_verdict,
+    encode_turn,
+    expiry,
+    is_live,
+    msg_sk,
+    number_from_str,
+    number_to_str,
+    seq_advance,
+    seq_of,
+    verdict_sk,
+)
+
+Item = dict[str, Any]
+
+_CONDITION_FAILED = frozenset({"ConditionalCheckFailedException"})
+_TRANSACTION_CANCELED = frozenset({"TransactionCanceledException"})
+_RETRYABLE_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+"""Cancellation reasons that say "someone else was writing": re-read and try again."""
+
+
+class _Rejected(Exception):
+    """An expected refusal (a failed condition), kept apart from real errors."""
+
+    def __init__(self, code: str, response: Mapping[str, Any]) -> None:
+        super().__init__(code)
+        self.code = code
+        self.response = response
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int | float) -> dict[str, str]:
+    return {"N": number_to_str(value)}
+
+
+def _encode(value: MetaValue) -> dict[str, Any]:
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return _s(value)
+    return _n(value)
+
+
+def _decode(attr: Mapping[str, Any]) -> MetaValue:
+    if "S" in attr:
+        return str(attr["S"])
+    if "N" in attr:
+        return number_from_str(attr["N"])
+    if "BOOL" in attr:
+        return bool(attr["BOOL"])
+    if "NULL" in attr:
+        return None
+    raise StateStoreError(f"unexpected DynamoDB attribute type {sorted(attr)} in call state")
+
+
+def _expires_at(item: Mapping[str, Any]) -> int | float | None:
+    attr = item.get(TTL_ATTRIBUTE)
+    return number_from_str(attr["N"]) if attr and "N" in attr else None
+
+
+def _live(item: Mapping[str, Any] | None, now: float) -> bool:
+    return item is not None and is_live(_expires_at(item), now)
+
+
+_SESSION_LOCK = threading.Lock()
+_SESSION: Any = None
+
+
+def _session() -> Any:
+    """One boto3 session per process (call with `_SESSION_LOCK` held): a session loads the
+    service model once, so later clients cost milliseconds instead of ~80 ms."""
+    global _SESSION
+    if _SESSION is None:
+        import boto3
+
+        _SESSION = boto3.session.Session()
+    return _SESSION
+
+
+class DynamoDBStateStore:
+    """A `StateStore` over one DynamoDB table (schema: `CallStateTable` in template.yaml)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: Any | None = None,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout_s: float = 1.0,
+        read_timeout_s: float = 2.0,
+        max_attempts: int = 3,
+        record_attempts: int = 5,
+    ) -> None:
+        """`client` is a boto3 DynamoDB client; without one, a client is built on first use
+        with short timeouts and bounded retries (a voice turn cannot wait on a slow store)."""
+        if not table_name:
+            raise ValueError("table_name is required")
+        if record_attempts < 1:
+            raise ValueError("record_attempts must be >= 1")
+        self._table = table_name
+        self._client = client
+        self._region_name = region_name
+        self._endpoint_url = endpoint_url
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._max_attempts = max_attempts
+        self._record_attempts = record_attempts
+
+    @property
+    def table_name(self) -> str:
+        return self._table
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            with _SESSION_LOCK:  # boto3 sessions are not thread-safe; building a client is rare
+                if self._client is None:
+                    from botocore.config import Config
+
+                    config = Config(
+                        connect_timeout=self._connect_timeout_s,
+                        read_timeout=self._read_timeout_s,
+                        # total_max_attempts counts the first try; botocore's `max_attempts`
+                        # counts only retries (max_attempts=3 would mean 4 requests).
+                        retries={"mode": "standard", "total_max_attempts": self._max_attempts},
+                    )
+                    self._client = _session().client(
+                        "dynamodb",
+                        region_name=self._region_name,
+                        endpoint_url=self._endpoint_url,
+                        config=config,
+                    )
+        return self._client
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        /,
+        *,
+        tolerate: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Run one API call; expected refusals raise `_Rejected`, anything else StateStoreError
+        naming the store operation (botocore has already retried what was retryable)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if method != "transact_write_items":  # a transaction names the table per item
+            kwargs["TableName"] = self._table
+        where = f"state store {operation} failed ({method} on table {self._table!r})"
+        try:
+            return getattr(self._get_client(), method)(**kwargs)
+        except ClientError as e:
+            error = e.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            if code in tolerate:
+                raise _Rejected(code, e.response) from e
+            raise StateStoreError(f"{where}: {code}: {error.get('Message', '')}") from e
+        except BotoCoreError as e:
+            raise StateStoreError(f"{where}: {e}") from e
+
+    @staticmethod
+    def _key(pk: str, sk: str) -> dict[str, dict[str, str]]:
+        return {PK: _s(pk), SK: _s(sk)}
+
+    def _get(self, operation: str, pk: str, sk: str) -> Item | None:
+        response = self._call(operation, "get_item", Key=self._key(pk, sk), ConsistentRead=True)
+        return response.get("Item")
+
+    def _query_page(
+        self,
+        operation: str,
+        pk: str,
+        prefix: str,
+        newest_first: bool,
+        limit: int | None,
+        start: dict[str, Any] | None,
+    ) -> tuple[list[Item], dict[str, Any] | None]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
+            "ExpressionAttributeValues": {":pk": _s(pk), ":prefix": _s(prefix)},
+            "ScanIndexForward": not newest_first,
+            "ConsistentRead": True,
+        }
+        if limit is not None:
+            kwargs["Limit"] = limit
+        if start is not None:
+            kwargs["ExclusiveStartKey"] = start
+        response = self._call(operation, "query", **kwargs)
+        return response.get("Items", []), response.get("LastEvaluatedKey")
+
+    # --- metadata -------------------------------------------------------------------------
+
+    def put_call_meta(
+        self, ctx: CallContext, fields: Mapping[str, MetaValue], now: float, ttl_s: int
+    ) -> None:
+        op = "put_call_meta"
+        pk = call_key(ctx)
+        values = check_meta_fields(fields)
+        names = {"#e": TTL_ATTRIBUTE, "#s": "started_at"}
+        attr_values: dict[str, Any] = {":e": _n(expiry(now, ttl_s)), ":now": _n(now)}
+        sets = ["#e = :e"]
+        for i, (name, value) in enumerate(values.items()):
+            names[f"#f{i}"] = name
+            attr_values[f":f{i}"] = _encode(value)
+            sets.append(f"#f{i} = :f{i}")
+
+        for _ in range(self._record_attempts):
+            try:
+                self._call(
+                    op,
+                    "update_item",
+                    tolerate=_CONDITION_FAILED,
+                    Key=self._key(pk, META_SK),
+                    UpdateExpression="SET " + ", ".join([*sets, "#s = if_not_exists(#s, :now)"]),
+                    ConditionExpression="attribute_not_exists(#pk) OR #e > :now",
+                    ExpressionAttributeNames={**names, "#pk": PK},
+                    ExpressionAttributeValues=attr_values,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except _Rejected as rejected:
+                old = rejected.response.get("Item")
+            if old is None:
+                continue  # gone again: the first form will create it
+            # META exists but has expired (TTL deletion is lazy): start the metadata afresh,
+            # dropping stale fields but keeping the sequence counter.
+            keep = INTERNAL_META_FIELDS | set(values) | {"started_at"}
+            removes = {f"#r{i}": name for i, name in enumerate(k for k in old if k not in keep)}
+            update = "SET " + ", ".join([*sets, "#s = :now"])
+            if removes:
+                update += " REMOVE " + ", ".join(removes)
+            if TTL_ATTRIBUTE in old:
+                condition, guard = "#e = :old_e", {":old_e": old[TTL_ATTRIBUTE]}
+            else:
+                condition, guard = "attribute_not_exists(#e)", {}
+            try:
+                self._call(
+                    op,
+                    "update_item",
+                    tolerate=_CONDITION_FAILED,
+                    Key=self._key(pk, META_SK),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={**names, **removes},
+                    ExpressionAttributeValues={**attr_values, **guard},
+                )
+                return
+            except _Rejected:
+                continue  # someone revived or changed it meanwhile: start over
+        raise StateStoreConflictError(
+            f"state store {op}: META of {pk!r} kept changing; gave up after "
+            f"{self._record_attempts} attempts"
+        )
+
+    def get_call_meta(self, ctx: CallContext, now: float) -> dict[str, MetaValue] | None:
+        item = self._get("get_call_meta", call_key(ctx), META_SK)
+        if item is None or not _live(item, now):
+            return None
+        return {k: _decode(v) for k, v in item.items() if k not in INTERNAL_META_FIELDS}
+
+    # --- turns ----------------------------------------------------------------------------
+
+    def _free_seq(self, operation: str, pk: str) -> int:
+        """Where numbering starts when META has no counter: after the highest stored message,
+        expired or not, so a message that outlived its META is never overwritten."""
+        items, _ = self._query_page(operation, pk, MSG_PREFIX, True, 1, None)
+        return seq_of(items[0][SK]["S"]) + 1 if items else 0
+
+    def _turn_transaction(
+        self,
+        pk: str,
+        vsk: str,
+        meta: Item | None,
+        seq: int,
+        encoded: list[str],
+        verdict_json: str,
+        now: float,
+        expires_at: dict[str, str],
+    ) -> list[dict[str, Any]]:
+        """META update guarded by the counter value we read, the message puts, and the verdict
+        put guarded by its absence: all or nothing."""
+        names = {
+            "#n": "next_seq",
+            "#l": "last_turn_at",
+            "#e": TTL_ATTRIBUTE,
+            "#s": "started_at",
+        }
+        values: dict[str, Any] = {
+            ":old": _n(seq),
+            ":new": _n(seq + seq_advance(len(encoded))),
+            ":now": _n(now),
+            ":e": expires_at,
+        }
+        condition = "(attribute_not_exists(#n) OR #n = :old)"
+        if meta is not None and not _live(meta, now):
+            # An expired META: the call starts afresh (stale fields go, the counter stays).
+            keep = INTERNAL_META_FIELDS | {"started_at", "last_turn_at"}
+            removes = {f"#r{i}": k for i, k in enumerate(k for k in meta if k not in keep)}
+            names.update(removes)
+            update = "SET #n = :new, #l = :now, #e = :e, #s = :now"
+            if removes:
+                update += " REMOVE " + ", ".join(removes)
+            if TTL_ATTRIBUTE in meta:
+                condition += " AND #e = :old_e"
+                values[":old_e"] = meta[TTL_ATTRIBUTE]
+        else:
+            update = "SET #n = :new, #l = :now, #e = :e, #s = if_not_exists(#s, :now)"
+
+        transact: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": self._key(pk, META_SK),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        ]
+        transact += [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        PK: _s(pk),
+                        SK: _s(msg_sk(seq + i)),
+                        "data": _s(data),
+                        TTL_ATTRIBUTE: expires_at,
+                    },
+                }
+            }
+            for i, data in enumerate(encoded)
+        ]
+        transact.append(
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        PK: _s(pk),
+                        SK: _s(vsk),
+                        "data": _s(verdict_json),
+                        "seq": _n(seq),
+                        "recorded_at": _n(now),
+                        TTL_ATTRIBUTE: expires_at,
+                    },
+                    # An expired verdict no longer makes the turn a duplicate.
+                    "ConditionExpression": "attribute_not_exists(#sk) OR #e <= :now",
+                    "ExpressionAttributeNames": {"#sk": SK, "#e": TTL_ATTRIBUTE},
+                    "ExpressionAttributeValues": {":now": _n(now)},
+                }
+            }
+        )
+        return transact
+
+    def record_turn(
+        self,
+        ctx: CallContext,
+        turn_id: str,
+        messages: Sequence[Message],
+        verdict: Verdict,
+        now: float,
+        ttl_s: int,
+        history_limit: int,
+    ) -> bool:
+        op = "record_turn"
+        pk = call_key(ctx)
+        vsk = verdict_sk(turn_id)
+        encoded, verdict_json = encode_turn(messages, verdict, history_limit)
+        expires_at = _n(expiry(now, ttl_s))
+        for _ in range(self._record_attempts):
+            meta = self._get(op, pk, META_SK)
+            if meta is not None and "next_seq" in meta:
+                seq = int(meta["next_seq"]["N"])
+            else:
+                seq = self._free_seq(op, pk)
+            transact = self._turn_transaction(
+                pk, vsk, meta, seq, encoded, verdict_json, now, expires_at
+            )
+            try:
+                # botocore fills ClientRequestToken once per call, so its own retries of a write
+                # that succeeded but whose response was lost are idempotent on the server.
+                self._call(
+                    op,
+                    "transact_write_items",
+                    tolerate=_TRANSACTION_CANCELED,
+                    TransactItems=transact,
+                )
+                return True
+            except _Rejected as rejected:
+                reasons = [
+                    str(r.get("Code", "None"))
+                    for r in rejected.response.get("CancellationReasons", [])
+                ]
+            if reasons and reasons[-1] == "ConditionalCheckFailed":
+                return False  # the verdict exists: this turn was recorded before
+            known = {"None", "ConditionalCheckFailed", *_RETRYABLE_REASONS}
+            lost_race = bool(reasons) and (
+                reasons[0] == "ConditionalCheckFailed"
+                or any(r in _RETRYABLE_REASONS for r in reasons)
+            )
+            if lost_race and set(reasons) <= known:
+                continue  # a concurrent writer moved next_seq: re-read and try again
+            raise StateStoreError(
+                f"state store {op} failed (transact_write_items on table {self._table!r}): "
+                f"transaction cancelled, reasons {reasons}"
+            )
+        raise StateStoreConflictError(
+            f"state store {op}: concurrent writers on {pk!r} kept moving the message sequence; "
+            f"gave up after {self._record_attempts} attempts"
+        )
+
+    def get_history(self, ctx: CallContext, now: float, limit: int) -> list[Message]:
+        op = "get_history"
+        pk = call_key(ctx)
+        if check_limit(limit) == 0:
+            return []
+        newest_first: list[str] = []
+        start: dict[str, Any] | None = None
+        while len(newest_first) < limit:
+            # Expired items count against Limit, so page on until enough live ones are found.
+            items, start = self._query_page(
+                op, pk, MSG_PREFIX, True, limit - len(newest_first), start
+            )
+            newest_first += [item["data"]["S"] for item in items if _live(item, now)]
+            if start is None:
+                break
+        return [decode_message(data) for data in reversed(newest_first[:limit])]
+
+    def get_verdict(self, ctx: CallContext, turn_id: str, now: float) -> Verdict | None:
+        item = self._get("get_verdict", call_key(ctx), verdict_sk(turn_id))
+        if item is None or not _live(item, now):
+            return None
+        return decode_verdict(item["data"]["S"])
+
+    def list_verdicts(self, ctx: CallContext, now: float) -> list[RecordedVerdict]:
+        op = "list_verdicts"
+        pk = call_key(ctx)
+        rows: list[tuple[int, float, str, str]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            items, start = self._query_page(op, pk, VERDICT_PREFIX, False, None, start)
+            rows += [
+                (
+                    int(item["seq"]["N"]),
+                    float(number_from_str(item["recorded_at"]["N"])),
+                    item[SK]["S"].removeprefix(VERDICT_PREFIX),
+                    item["data"]["S"],
+                )
+                for item in items
+                if _live(item, now)
+            ]
+            if start is None:
+                break
+        return [
+            RecordedVerdict(turn_id=turn_id, seq=seq, recorded_at=at, verdict=decode_verdict(d))
+            for seq, at, turn_id, d in sorted(rows)
+        ]
+
+    # --- cooldown -------------------------------------------------------------------------
+
+    def claim_cooldown(self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int) -> bool:
+        pk = call_key(ctx)
+        until = now + check_cooldown(cooldown_s)
+        try:
+            self._call(
+                "claim_cooldown",
+                "put_item",
+                tolerate=_CONDITION_FAILED,
+                Item={
+                    PK: _s(pk),
+                    SK: _s(COOLDOWN_SK),
+                    "until": _n(until),
+                    TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
+                },
+                # The condition is evaluated atomically with the write: of concurrent claimers
+                # exactly one sees the old state.
+                ConditionExpression="attribute_not_exists(#pk) OR #u <= :now OR #e <= :now",
+                ExpressionAttributeNames={"#pk": PK, "#u": "until", "#e": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={":now": _n(now)},
+            )
+        except _Rejected:
+            return False
+        return True
+
+    def cooldown_active(self, ctx: CallContext, now: float) -> bool:
+        item = self._get("cooldown_active", call_key(ctx), COOLDOWN_SK)
+        if item is None or not _live(item, now):
+            return False
+        return number_from_str(item["until"]["N"]) > now
+
+    # --- operator override ----------------------------------------------------------------
+
+    def put_override(self, ctx: CallContext, note: str, now: float, ttl_s: int) -> None:
+        pk = call_key(ctx)
+        check_data(note, "the override note")
+        self._call(
+            "put_override",
+            "put_item",
+            Item={
+                PK: _s(pk),
+                SK: _s(OVERRIDE_SK),
+                "note": _s(note),
+                TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
+            },
+        )
+
+    def take_override(self, ctx: CallContext, now: float) -> str | None:
+        # DeleteItem is atomic: of concurrent takers only one gets the old item back.
+        response = self._call(
+            "take_override",
+            "delete_item",
+            Key=self._key(call_key(ctx), OVERRIDE_SK),
+            ReturnValues="ALL_OLD",
+        )
+        item = response.get("Attributes")
+        if not item or not _live(item, now):
+            return None
+        return str(item["note"]["S"])

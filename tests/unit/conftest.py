@@ -1,0 +1,141 @@
+"""Shared unit-test fixtures: fake AWS credentials and the call-state table under moto.
+
+The table is built from `CallStateTable` in template.yaml, so the tests and the deployed schema
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+CALL_STATE_TABLE_ID = "CallStateTable"
+TEST_TABLE_NAME = "mirror-call-state-test"
+TEST_REGION = "us-east-1"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that accepts CloudFormation short-form tags (!Ref, !GetAtt, !Sub, ...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def call_state_table_properties() -> dict[str, Any]:
+    resources = load_template()["Resources"]
+    assert CALL_STATE_TABLE_ID in resources, f"template.yaml has no {CALL_STATE_TABLE_ID}"
+    return resources[CALL_STATE_TABLE_ID]["Properties"]
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and no custom endpoint, so nothing can reach a real account."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": TEST_REGION,
+        "AWS_REGION": TEST_REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _serialize_moto_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto's DynamoDB operations atomic with respect to each other, as DynamoDB's are.
+
+    moto checks a condition and then writes without a lock, and a failed transaction restores a
+    deep copy of the whole table, so concurrent test threads could see races DynamoDB never has.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()  # re-entrant: transact_write_items calls put_item/update_item
+
+    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in (
+        "get_item",
+        "query",
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+    ):
+        monkeypatch.setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+
+
+_BOTO_SESSION: Any = None
+
+
+def boto_session() -> Any:
+    """One boto3 session for the test process: a fresh session re-reads the service models,
+    which costs ~60 ms per client; a shared one makes clients nearly free."""
+    global _BOTO_SESSION
+    if _BOTO_SESSION is None:
+        import boto3
+
+        _BOTO_SESSION = boto3.session.Session()
+    return _BOTO_SESSION
+
+
+@pytest.fixture
+def dynamodb_client(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A DynamoDB client inside in-process moto (fresh, empty backend per test)."""
+    from moto import mock_aws
+
+    _serialize_moto_dynamodb(monkeypatch)
+    with mock_aws():
+        yield boto_session().client("dynamodb", region_name=TEST_REGION)
+
+
+@pytest.fixture
+def call_state_table(dynamodb_client: Any) -> str:
+    """A moto table shaped like `CallStateTable` in template.yaml; returns its name."""
+    props = call_state_table_properties()
+    ttl = props["TimeToLiveSpecification"]
+    dynamodb_client.create_table(
+        TableName=TEST_TABLE_NAME,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props["BillingMode"],
+    )
+    dynamodb_client.update_time_to_live(
+        TableName=TEST_TABLE_NAME,
+        TimeToLiveSpecification={
+            "AttributeName": ttl["AttributeName"],
+            "Enabled": bool(ttl.get("Enabled", True)),
+        },
+    )
+    return TEST_TABLE_NAME

@@ -73,10 +73,10 @@ class ScoreTurnService:
             tool_calls=event.tool_calls,
             history=history,
         )
-        cooling = self.store.cooldown_active(ctx, now)
+        cooling = self.store.cooldown_active(ctx, now, owner=turn_id)
         verdict = self.judge_for(config).evaluate(turn, cooldown_active=cooling)
         if verdict.decision == "intervene" and not self.store.claim_cooldown(
-            ctx, now, config.cooldown_s, config.state_ttl_s
+            ctx, now, config.cooldown_s, config.state_ttl_s, owner=turn_id
         ):
             verdict = verdict.model_copy(
                 update={"decision": "allow", "cooldown_suppressed": True, "buffer_text": None}

@@ -116,7 +116,11 @@ def test_meta_rejects_reserved_or_empty_names(store: StateStore, fields: dict[st
     assert store.get_call_meta(CTX, T0) is None
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1], {"a": 1}, 10**130])
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), [1], {"a": 1}, 10**130],
+    ids=["nan", "inf", "list", "dict", "beyond-dynamodb-range"],
+)
 def test_meta_rejects_unstorable_values(store: StateStore, value: object) -> None:
     with pytest.raises(ValueError):
         store.put_call_meta(CTX, {"x": value}, T0, TTL)  # type: ignore[dict-item]
@@ -517,3 +521,14 @@ def test_items_carry_an_integer_ttl(call_state_table: str, dynamodb_client: Any)
     }
     assert {i[PK]["S"] for i in items} == {"acme#call-1"}
     assert {i[TTL_ATTRIBUTE]["N"] for i in items} == {str(int(T0 + 60.75))}
+
+
+def test_cooldown_owner_may_renew_its_own_claim(store: StateStore) -> None:
+    """A redelivery of the turn that claimed the cooldown still wins it; nobody else does."""
+    ctx = CallContext(call_id="call-owner")
+    assert store.claim_cooldown(ctx, 1000.0, 10.0, 3600, owner="t1")
+    assert not store.cooldown_active(ctx, 1001.0, owner="t1")
+    assert store.cooldown_active(ctx, 1001.0, owner="t2")
+    assert store.claim_cooldown(ctx, 1002.0, 10.0, 3600, owner="t1")
+    assert not store.claim_cooldown(ctx, 1003.0, 10.0, 3600, owner="t2")
+    assert store.cooldown_active(ctx, 1011.0)  # renewed at 1002, so active until 1012

@@ -112,11 +112,16 @@ class StateStore(Protocol):
         """Live verdicts in recording order."""
         ...
 
-    def claim_cooldown(self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int) -> bool:
-        """Start a cooldown unless one is active; of concurrent claimers exactly one wins."""
+    def claim_cooldown(
+        self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int, owner: str = ""
+    ) -> bool:
+        """Start a cooldown unless one is active; of concurrent claimers exactly one wins.
+        A claim by the cooldown's own `owner` (a redelivery of the same turn) also wins."""
         ...
 
-    def cooldown_active(self, ctx: CallContext, now: float) -> bool: ...
+    def cooldown_active(self, ctx: CallContext, now: float, owner: str = "") -> bool:
+        """Whether a cooldown started by someone other than `owner` is running."""
+        ...
 
     def put_override(self, ctx: CallContext, note: str, now: float, ttl_s: int) -> None:
         """Set (or replace) the call's one-shot operator note."""

@@ -503,7 +503,9 @@ class DynamoDBStateStore:
 
     # --- cooldown -------------------------------------------------------------------------
 
-    def claim_cooldown(self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int) -> bool:
+    def claim_cooldown(
+        self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int, owner: str = ""
+    ) -> bool:
         pk = call_key(ctx)
         until = now + check_cooldown(cooldown_s)
         try:
@@ -515,21 +517,35 @@ class DynamoDBStateStore:
                     PK: _s(pk),
                     SK: _s(COOLDOWN_SK),
                     "until": _n(until),
+                    "owner": _s(owner),
                     TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
                 },
                 # The condition is evaluated atomically with the write: of concurrent claimers
-                # exactly one sees the old state.
-                ConditionExpression="attribute_not_exists(#pk) OR #u <= :now OR #e <= :now",
-                ExpressionAttributeNames={"#pk": PK, "#u": "until", "#e": TTL_ATTRIBUTE},
-                ExpressionAttributeValues={":now": _n(now)},
+                # exactly one sees the old state. A redelivery of the owning turn may renew it.
+                ConditionExpression=(
+                    "attribute_not_exists(#pk) OR #u <= :now OR #e <= :now"
+                    + (" OR #o = :owner" if owner else "")
+                ),
+                ExpressionAttributeNames={
+                    "#pk": PK,
+                    "#u": "until",
+                    "#e": TTL_ATTRIBUTE,
+                    **({"#o": "owner"} if owner else {}),
+                },
+                ExpressionAttributeValues={
+                    ":now": _n(now),
+                    **({":owner": _s(owner)} if owner else {}),
+                },
             )
         except _Rejected:
             return False
         return True
 
-    def cooldown_active(self, ctx: CallContext, now: float) -> bool:
+    def cooldown_active(self, ctx: CallContext, now: float, owner: str = "") -> bool:
         item = self._get("cooldown_active", call_key(ctx), COOLDOWN_SK)
         if item is None or not _live(item, now):
+            return False
+        if owner and item.get("owner", {}).get("S") == owner:
             return False
         return number_from_str(item["until"]["N"]) > now
 

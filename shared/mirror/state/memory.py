@@ -160,23 +160,28 @@ class InMemoryStateStore:
 
     # --- cooldown -------------------------------------------------------------------------
 
-    def claim_cooldown(self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int) -> bool:
+    def claim_cooldown(
+        self, ctx: CallContext, now: float, cooldown_s: float, ttl_s: int, owner: str = ""
+    ) -> bool:
         pk = call_key(ctx)
         until = now + check_cooldown(cooldown_s)
         expires_at = expiry(now, ttl_s)
         with self._lock:
             items = self._items(pk, now)
             current = items.get(COOLDOWN_SK)
-            if current is not None and current["until"] > now:
+            mine = bool(owner) and current is not None and current.get("owner") == owner
+            if current is not None and current["until"] > now and not mine:
                 return False
-            items[COOLDOWN_SK] = {"until": until, TTL_ATTRIBUTE: expires_at}
+            items[COOLDOWN_SK] = {"until": until, "owner": owner, TTL_ATTRIBUTE: expires_at}
             return True
 
-    def cooldown_active(self, ctx: CallContext, now: float) -> bool:
+    def cooldown_active(self, ctx: CallContext, now: float, owner: str = "") -> bool:
         pk = call_key(ctx)
         with self._lock:
             item = self._live(pk, COOLDOWN_SK, now)
-            return item is not None and item["until"] > now
+            if item is None or item["until"] <= now:
+                return False
+            return not (owner and item.get("owner") == owner)
 
     # --- operator override ----------------------------------------------------------------
 

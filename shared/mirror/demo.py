@@ -1,0 +1,414 @@
+"""The offline demo: replay a recorded call through the real ScoreTurn handler, no AWS account.
+
+`make demo` runs `python -m mirror.demo [--call PATH]`. It starts moto in-process, creates the
+call-state table as template.yaml defines it, imports functions/score_turn/app.py from this
+checkout and sends it one ScoreTurn event per agent turn of the recording, in stored-history
+mode (each event carries only the turn: call_id, tenant_id, turn_id, customer_text, agent_text,
+tool_calls). It prints the timeline with each verdict, then what DynamoDB holds for the call.
+
+Nothing leaves the process: dummy credentials, moto's in-process mock, no endpoint. Powertools
+output (JSON logs, EMF metrics on stdout) is swallowed so the timeline stays readable; the
+environment is restored afterwards, so `main()` can be called from tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mirror.models import AgentMessage, CallContext, CustomerMessage, Message, ToolMessage
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""shared/mirror/demo.py -> the checkout (the layer's symlink resolves to shared/mirror too)."""
+HANDLER_PATH = Path("functions/score_turn/app.py")
+TEMPLATE_PATH = Path("template.yaml")
+DEFAULT_CALL = Path("events/sample_call.json")
+TABLE_RESOURCE = "CallStateTable"
+
+TABLE_NAME = "mirror-demo-call-state"
+REGION = "us-east-1"
+CALL_ID = "CA-demo-sample"
+TENANT_ID = "pizzeria"
+
+DEMO_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "CALL_TABLE": TABLE_NAME,
+    "POWERTOOLS_SERVICE_NAME": "mirror-demo",
+    "POWERTOOLS_METRICS_NAMESPACE": "MirrorDemo",
+    "POWERTOOLS_LOG_LEVEL": "ERROR",
+    "POWERTOOLS_TRACE_DISABLED": "1",
+}
+"""POWERTOOLS_METRICS_DISABLED is not used: in Powertools 3.37 `single_metric` ignores it, and
+with it set `log_metrics` never clears the (class-wide) metric set. stdout is redirected instead."""
+UNSET_ENV = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "MIRROR_CONFIG",
+    "POWERTOOLS_DEV",
+    "POWERTOOLS_LOGGER_LOG_EVENT",
+    "POWERTOOLS_METRICS_DISABLED",
+)
+
+DECISION_STYLES = {
+    "allow": ("ALLOW", "bold black on green"),
+    "intervene": ("INTERVENE", "bold black on yellow"),
+    "block": ("BLOCK", "bold white on red"),
+}
+LABEL_WIDTH = 7
+
+_MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
+
+
+class DemoError(Exception):
+    """Something the user can fix (wrong place, bad call file); printed without a traceback."""
+
+
+# --- setup ------------------------------------------------------------------------------------
+
+
+def find_checkout(root: Path = REPO_ROOT) -> Path:
+    missing = [str(p) for p in (HANDLER_PATH, TEMPLATE_PATH) if not (root / p).is_file()]
+    if missing:
+        raise DemoError(
+            f"mirror.demo needs a Mirror checkout: {', '.join(missing)} not found under {root}. "
+            "Run `make demo` (or `python -m mirror.demo`) from a git checkout with the package "
+            "installed in editable mode (`pip install -e .`), not from a built layer or wheel."
+        )
+    return root
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """template.yaml with CloudFormation short-form tags (!Ref, !GetAtt, !Sub ...) as plain
+    mappings; a SafeLoader subclass, so no arbitrary objects."""
+    import yaml
+
+    class CfnLoader(yaml.SafeLoader):
+        pass
+
+    def tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+    CfnLoader.add_multi_constructor("!", tag)
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def table_properties(root: Path) -> dict[str, Any]:
+    resources = load_template(root / TEMPLATE_PATH).get("Resources", {})
+    if TABLE_RESOURCE not in resources:
+        raise DemoError(f"{TEMPLATE_PATH} defines no {TABLE_RESOURCE}")
+    return resources[TABLE_RESOURCE]["Properties"]
+
+
+def create_table(client: Any, props: dict[str, Any]) -> None:
+    client.create_table(
+        TableName=TABLE_NAME,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+    )
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        client.update_time_to_live(
+            TableName=TABLE_NAME,
+            TimeToLiveSpecification={
+                "AttributeName": ttl["AttributeName"],
+                "Enabled": bool(ttl.get("Enabled", True)),
+            },
+        )
+
+
+def load_call(path: Path) -> list[Message]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DemoError(f"cannot read the call file {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise DemoError(f"{path} is not JSON: {e}") from None
+    try:
+        messages = _MESSAGES.validate_python(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
+            for err in e.errors(include_url=False)[:5]
+        )
+        raise DemoError(
+            f"{path} is not a recorded call (a JSON list of customer/agent/tool messages): "
+            f"{problems}"
+        ) from None
+    if not any(isinstance(m, AgentMessage) for m in messages):
+        raise DemoError(f"{path} has no agent turn to score")
+    return messages
+
+
+@contextlib.contextmanager
+def demo_environment() -> Iterator[None]:
+    """Dummy credentials and quiet Powertools for the demo; the caller's environment after."""
+    saved = {k: os.environ.get(k) for k in (*DEMO_ENV, *UNSET_ENV)}
+    try:
+        for k in UNSET_ENV:
+            os.environ.pop(k, None)
+        os.environ.update(DEMO_ENV)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def quiet(sink: io.StringIO) -> Iterator[None]:
+    """Powertools' JSON logs and EMF lines go to stdout; the demo keeps them out of sight."""
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def import_handler(root: Path) -> ModuleType:
+    name = "mirror_demo_score_turn_app"
+    sys.modules.pop(name, None)
+    spec = importlib.util.spec_from_file_location(name, root / HANDLER_PATH)
+    if spec is None or spec.loader is None:
+        raise DemoError(f"cannot import {root / HANDLER_PATH}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FakeContext:
+    aws_request_id: str
+    function_name: str = "mirror-demo-score-turn"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = (
+        f"arn:aws:lambda:{REGION}:123456789012:function:mirror-demo-score-turn"
+    )
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+def turn_events(messages: Sequence[Message]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(message index, ScoreTurn event) for each agent message: the turn and the caller's
+    newest line before it. Tool results are not sent (the event has no field for them)."""
+    caller = ""
+    turn = 0
+    for i, m in enumerate(messages):
+        if isinstance(m, CustomerMessage):
+            caller = m.text
+        elif isinstance(m, AgentMessage):
+            turn += 1
+            yield (
+                i,
+                {
+                    "call_id": CALL_ID,
+                    "tenant_id": TENANT_ID,
+                    "turn_id": f"turn-{turn:03d}",
+                    "customer_text": caller,
+                    "agent_text": m.text,
+                    "tool_calls": [
+                        c.model_dump(mode="json", exclude_none=True) for c in m.tool_calls
+                    ],
+                },
+            )
+
+
+class Timeline:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def row(self, label: str, style: str, body: Text) -> None:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=LABEL_WIDTH, no_wrap=True)
+        grid.add_column(ratio=1)
+        grid.add_row(Text(label, style=style), body)
+        self.console.print(grid)
+
+    def message(self, m: Message) -> None:
+        if isinstance(m, CustomerMessage):
+            self.row("CALLER", "bold cyan", Text(m.text))
+        elif isinstance(m, ToolMessage):
+            self.row("TOOL", "dim", Text(f"{m.name} -> {m.text}", style="dim"))
+        else:
+            body = Text(m.text)
+            for call in m.tool_calls:
+                args = ", ".join(f"{k}={json.dumps(v)}" for k, v in call.args.items())
+                if body:
+                    body.append("\n")
+                body.append(f"-> {call.name}({args})", style="magenta")
+            self.row("AGENT", "bold blue", body)
+
+    def verdict(self, response: dict[str, Any]) -> None:
+        if "error" in response:
+            err = response["error"]
+            body = Text.assemble((" ERROR ", "bold white on red"), f" {err['type']}: ")
+            body.append(str(err.get("message", "")))
+            self.row("", "", body)
+            return
+        word, style = DECISION_STYLES.get(response["decision"], (response["decision"], "bold"))
+        body = Text.assemble((f" {word} ", style), " ")
+        reasons = response.get("reasons") or []
+        if reasons:
+            top = reasons[0]
+            body.append(top["check"], style="bold")
+            body.append(f": {top['evidence']}")
+        else:
+            body.append("clean", style="green")
+        latency = response.get("latency_us", {}).get("tier0")
+        if latency is not None:
+            body.append(f"  [Tier 0 {latency:,.0f} µs]", style="dim")
+        if response.get("blocked_tool_call_ids"):
+            body.append(f"\nblocked: {', '.join(response['blocked_tool_call_ids'])}", style="red")
+        if response.get("cooldown_suppressed"):
+            body.append("\nintervention suppressed: cooldown active", style="yellow")
+        if response.get("buffer_text"):
+            body.append(f"\nbuffer line: {response['buffer_text']!r}", style="yellow")
+        self.row("", "", body)
+
+
+def summarize(console: Console, client: Any) -> None:
+    from mirror.state import DynamoDBStateStore
+    from mirror.state.base import SK
+
+    store = DynamoDBStateStore(TABLE_NAME, client=client)
+    ctx = CallContext(call_id=CALL_ID, tenant_id=TENANT_ID)
+    now = time.time()
+    history = store.get_history(ctx, now, 500)
+    verdicts = store.list_verdicts(ctx, now)
+    roles = Counter(m.role for m in history)
+    decisions = Counter(v.verdict.decision for v in verdicts)
+    items = client.scan(TableName=TABLE_NAME)["Items"]
+    kinds = Counter(item[SK]["S"].split("#", 1)[0] for item in items)
+
+    table = Table(title=f"DynamoDB now holds for {TENANT_ID}#{CALL_ID}", title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    table.add_column("detail")
+    table.add_row(
+        "messages",
+        str(len(history)),
+        ", ".join(f"{role} {n}" for role, n in sorted(roles.items())),
+    )
+    table.add_row(
+        "verdicts",
+        str(len(verdicts)),
+        ", ".join(f"{d} {decisions[d]}" for d in ("allow", "intervene", "block") if decisions[d]),
+    )
+    table.add_row("items", str(len(items)), ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    console.print(table)
+
+
+def replay(root: Path, messages: Sequence[Message], call_name: str, console: Console) -> int:
+    """Replay under moto; returns the number of turns the handler answered with an error."""
+    import boto3
+    from moto import mock_aws
+
+    props = table_properties(root)
+    sink = io.StringIO()
+    errors = 0
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        create_table(client, props)
+        with quiet(sink):
+            app = import_handler(root)
+        try:
+            console.rule(f"Mirror demo: {call_name}")
+            console.print(
+                Text(
+                    f"ScoreTurn handler {HANDLER_PATH} on moto DynamoDB ({TABLE_NAME}), "
+                    "one event per agent turn, stored-history mode",
+                    style="dim",
+                )
+            )
+            timeline = Timeline(console)
+            events = dict(turn_events(messages))
+            for i, m in enumerate(messages):
+                timeline.message(m)
+                event = events.get(i)
+                if event is None:
+                    continue
+                with quiet(sink):
+                    response = app.lambda_handler(event, FakeContext(event["turn_id"]))
+                errors += "error" in response
+                timeline.verdict(response)
+            console.rule()
+            summarize(console, client)
+        finally:
+            app._service = None
+            sys.modules.pop(app.__name__, None)
+    return errors
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mirror.demo",
+        description="Replay a recorded call through the real ScoreTurn handler, offline.",
+    )
+    parser.add_argument(
+        "--call",
+        type=Path,
+        help=f"a recorded call: a JSON list of messages (default: {DEFAULT_CALL})",
+    )
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+    try:
+        root = find_checkout()
+        path = args.call if args.call is not None else root / DEFAULT_CALL
+        messages = load_call(path)
+        try:
+            call_name = str(path.resolve().relative_to(root))
+        except ValueError:
+            call_name = str(path)
+        with demo_environment():
+            errors = replay(root, messages, call_name, console)
+    except DemoError as e:
+        Console(stderr=True, highlight=False).print(
+            Text(f"mirror demo: {e}", style="red"), soft_wrap=True
+        )
+        return 2
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -238,6 +238,9 @@ class ScoreTurnEvent(Turn):
         default=None, max_length=MAX_POLICIES
     )
     irreversible_tools: list[Identifier] | None = None
+    tool_results: list[ToolMessage] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+    """Outputs of the agent's earlier tool calls that came back since its previous turn: with
+    stored history they are how a lookup's result grounds a later write."""
     domain: str | None = None
 
     def context(self) -> CallContext:

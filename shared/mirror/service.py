@@ -65,8 +65,8 @@ class ScoreTurnService:
         # otherwise the stored one plus this turn's caller line: the eval case shape.
         if event.history:
             history = list(event.history)
-        else:
-            history = [*stored, *(m for m in added if isinstance(m, CustomerMessage))]
+        else:  # everything new but the agent's planned turn itself
+            history = [*stored, *(m for m in added if not isinstance(m, AgentMessage))]
         turn = Turn(
             customer_text=event.customer_text,
             agent_text=event.agent_text,
@@ -98,9 +98,10 @@ class ScoreTurnService:
 
 
 def new_messages(event: ScoreTurnEvent, stored: list[Message]) -> list[Message]:
-    """What this turn adds to the stored history: the caller's line, unless the store already
-    ends with it (an agent tool turn that follows the same caller line), then the agent's turn."""
-    out: list[Message] = []
+    """What this turn adds to the stored history, in conversation order: tool results that came
+    back since the agent's last turn, the caller's line (unless the store already ends with it:
+    an agent tool turn that follows the same caller line), then the agent's planned turn."""
+    out: list[Message] = list(event.tool_results)
     if event.customer_text.strip() and not caller_line_is_current(stored, event.customer_text):
         out.append(CustomerMessage(role="customer", text=event.customer_text))
     if event.agent_text or event.tool_calls:

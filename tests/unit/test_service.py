@@ -246,6 +246,31 @@ def test_event_history_tool_output_grounds_a_write(service: ScoreTurnService) ->
     assert r.verdict.decision == "allow"
 
 
+def test_stored_history_tool_results_ground_a_later_write(service: ScoreTurnService) -> None:
+    lookup = [tool_call("list_orders", "c1")]
+    score(service, event("t1", "Cancel my latest order please.", tool_calls=lookup))
+    result = {"role": "tool", "name": "list_orders", "text": '{"orders": ["W5199551"]}'}
+    read_back = "Order W5199551 is pending. Shall I cancel it?"
+    e = event("t2", "Cancel my latest order please.", read_back).model_copy(
+        update={"tool_results": [ToolMessage.model_validate(result)]}
+    )
+    score(service, e)
+    write = [tool_call("cancel_pending_order", "c2", order_id="W5199551")]
+    r = score(service, event("t3", "Yes, go ahead.", tool_calls=write))
+    assert r.verdict.decision == "allow", r.verdict.reasons
+    roles = [m.role for m in service.store.get_history(CTX, service.clock(), 50)]
+    assert roles == ["customer", "agent", "tool", "agent", "customer", "agent"]
+    # without the tool result the id is grounded nowhere: the same write is blocked
+    other = CallContext(call_id="other", tenant_id=TENANT)
+    for turn_id, text, agent in (
+        ("u1", "Cancel my latest order please.", ""),
+        ("u2", "Cancel my latest order please.", read_back),
+    ):
+        score(service, event(turn_id, text, agent, call_id=other.call_id))
+    blocked = score(service, event("u3", "Yes, go ahead.", tool_calls=write, call_id="other"))
+    assert blocked.verdict.decision == "block"
+
+
 # --- idempotency --------------------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ allowed (fail open, counted in `failed_tiers`) and holds irreversible calls when
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -44,6 +43,8 @@ class Judge:
 
     async def aevaluate(self, turn: Turn, *, cooldown_active: bool = False) -> Verdict:
         """Tier 0, then each remote tier in order while nothing has decided."""
+        import asyncio  # here, not at module level: direct-invoke handlers never await
+
         start = time.perf_counter()
         findings = self.tier0(turn)
         latency = {"tier0": (time.perf_counter() - start) * 1e6}

@@ -151,6 +151,10 @@ class DynamoDBStateStore:
     def table_name(self) -> str:
         return self._table
 
+    def connect(self) -> None:
+        """Build the client now rather than on the first call (for measuring cold starts)."""
+        self._get_client()
+
     # --- plumbing -------------------------------------------------------------------------
 
     def _get_client(self) -> Any:

@@ -8,13 +8,15 @@ never pays for parsing tool outputs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from mirror.judge import text as tx
 from mirror.models import AgentMessage, CustomerMessage, Message, ToolMessage, Turn
+
+T = TypeVar("T")
 
 LABEL_KEYS = ("name", "title", "label", "product_name", "source", "last_four")
 """Record fields that name a thing the way a caller would (a product name, 'paypal')."""
@@ -56,6 +58,16 @@ class Utterance:
 class Dialogue:
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
+        self._memo: dict[tuple[Callable[[str], Any], str], Any] = {}
+
+    def scan(self, fn: Callable[[str], T], text: str) -> T:
+        """`fn(text)`, computed once per turn: several checks read the same lines."""
+        key = (fn, text)
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = fn(text)
+            return value
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -125,11 +137,11 @@ class Dialogue:
 
     @cached_property
     def caller_numbers(self) -> set[float]:
-        return {v for v, _, _ in tx.number_words(self.caller_text)}
+        return {v for v, _, _ in self.scan(tx.number_words, self.caller_text)}
 
     @cached_property
     def tool_numbers(self) -> set[float]:
-        return {v for v, _, _ in tx.number_words(self.tool_text)}
+        return {v for v, _, _ in self.scan(tx.number_words, self.tool_text)}
 
     @cached_property
     def caller_dates(self) -> set[tuple[int | None, int, int]]:

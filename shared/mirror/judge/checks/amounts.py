@@ -42,11 +42,13 @@ def _same_thing(noun: str, words: set[str]) -> bool:
     )
 
 
-def _stated(text: str, words: set[str], *, all_words: bool = False) -> list[float]:
+def _stated(
+    pairs: list[tuple[float, str, int]], words: set[str], *, all_words: bool = False
+) -> list[float]:
     """Numbers counting `words`; with `all_words`, the words after the number must cover every
     key word ("2 checked bags" does not state `nonfree_baggages`)."""
     grouped: dict[int, tuple[float, list[str]]] = {}
-    for value, noun, pos in counted_pairs(text):
+    for value, noun, pos in pairs:
         grouped.setdefault(pos, (value, []))[1].append(noun)
     out = []
     for value, nouns in grouped.values():
@@ -76,7 +78,7 @@ class AmountConsistency:
                 if not words:
                     continue
                 for u in reversed(d.utterances):
-                    stated = _stated(u.text, words, all_words=not quantity)
+                    stated = _stated(d.scan(counted_pairs, u.text), words, all_words=not quantity)
                     if stated:
                         if float(value) not in stated:
                             yield Finding(
@@ -92,17 +94,18 @@ class AmountConsistency:
 
     def _speech(self, inp: CheckInput, score: float) -> Iterator[Finding]:
         """The agent repeats a count back differently from the caller's last line."""
+        d = inp.dialogue
         agent = inp.turn.agent_text.lower()
-        caller = inp.dialogue.caller_lines[-1] if inp.dialogue.caller_lines else ""
-        if not agent or not caller:
+        agent_pairs = d.scan(counted_pairs, agent) if agent else []
+        if not agent_pairs or not d.caller_lines:
             return
         said: dict[str, float] = {}
-        for value, noun, _ in counted_pairs(caller):
+        for value, noun, _ in d.scan(counted_pairs, d.caller_lines[-1]):
             said[noun] = value  # the last mention wins: "two, actually three pizzas"
-        for value, noun, _ in counted_pairs(agent):
+        for value, noun, _ in agent_pairs:
             for caller_noun, caller_value in said.items():
                 if caller_value != value and _same_thing(noun, {caller_noun}):
-                    if any(v == caller_value for v in _stated(agent, {caller_noun})):
+                    if caller_value in _stated(agent_pairs, {caller_noun}):
                         continue
                     yield Finding(
                         self.id,

@@ -83,6 +83,9 @@ def retractions(line: str) -> list[Retracted]:
 
 def active_retractions(caller_lines: list[str]) -> list[Retracted]:
     """Retractions still in force: a word the caller says again later is no longer retracted."""
+    joined = "\n".join(caller_lines)
+    if _MARKER.search(joined) is None and _INSTEAD_OF.search(joined) is None:
+        return []  # the common case, in one scan
     out: list[Retracted] = []
     for i, line in enumerate(caller_lines):
         later = set()

@@ -1,5 +1,5 @@
-"""Tier 0 latency per turn: the eval gate files (full history, nothing cached across cases)
-and one short synthetic turn. Prints JSON figures with --json.
+"""Tier 0 latency per turn: the eval gate files (full history, nothing cached across cases:
+every turn builds its own grounding index) and one short synthetic turn. --json prints JSON.
 
     python benchmarks/judge.py --eval-dir ../shared/eval/dev --json
 """
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from mirror.evaluation import load_cases, percentile
 from mirror.judge import Judge
-from mirror.judge.text import phrase_pattern
 from mirror.models import MirrorConfig, Turn
 
 SHORT_TURN = Turn.model_validate(
@@ -44,7 +43,6 @@ def gate_latencies(eval_dir: Path, rounds: int) -> tuple[list[float], int]:
     out: list[float] = []
     for _ in range(rounds):
         for judge, case in zip(judges, cases, strict=True):
-            phrase_pattern.cache_clear()  # no compiled pattern carried over from another case
             out.append(_time_us(judge, case.turn))
     return out, len(cases)
 

@@ -6,6 +6,7 @@ pydantic v2 at the edges; the judge works on these objects directly but never mu
 from __future__ import annotations
 
 import fnmatch
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -172,16 +173,14 @@ class MirrorConfig(BaseModel):
         return policies
 
     @cached_property
-    def _irreversible_patterns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        exact = tuple(p for p in self.irreversible_tools if not any(c in p for c in "*?["))
-        globs = tuple(p for p in self.irreversible_tools if p not in exact)
-        return exact, globs
+    def irreversible_pattern(self) -> re.Pattern[str]:
+        """All the names and globs as one compiled pattern: checked on every tool call."""
+        return re.compile("|".join(fnmatch.translate(p) for p in self.irreversible_tools) or "$^")
 
     def is_irreversible(self, call: ToolCall) -> bool:
         if call.irreversible is not None:
             return call.irreversible
-        exact, globs = self._irreversible_patterns
-        return call.name in exact or any(fnmatch.fnmatchcase(call.name, g) for g in globs)
+        return self.irreversible_pattern.match(call.name) is not None
 
     def check_score(self, check: str, default: float) -> float:
         return self.check_scores.get(check, default)

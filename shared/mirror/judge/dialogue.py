@@ -44,15 +44,21 @@ class Group:
         return None
 
 
-@dataclass(slots=True)
 class Utterance:
-    role: str  # "customer" or "agent"
-    text: str  # lower-cased
-    alnum: str = ""
+    """A caller or agent line, lower-cased; its letters-and-digits form is built on demand."""
 
-    def __post_init__(self) -> None:
-        if not self.alnum:
-            self.alnum = tx.alnum(self.text)
+    __slots__ = ("role", "text", "_alnum")
+
+    def __init__(self, role: str, text: str) -> None:
+        self.role = role  # "customer" or "agent"
+        self.text = text
+        self._alnum: str | None = None
+
+    @property
+    def alnum(self) -> str:
+        if self._alnum is None:
+            self._alnum = tx.alnum(self.text)
+        return self._alnum
 
 
 class Dialogue:
@@ -115,8 +121,8 @@ class Dialogue:
         return "\n".join(self.tool_outputs).lower()
 
     @cached_property
-    def tool_alnum(self) -> str:
-        return "|".join(self._tool_alnums)
+    def _tool_lowers(self) -> list[str]:
+        return [t.lower() for t in self.tool_outputs]
 
     def last_meaningful(self) -> CustomerMessage | AgentMessage | None:
         """The newest caller line or agent line with words (tool traffic skipped)."""
@@ -132,12 +138,22 @@ class Dialogue:
     def said_by_caller(self, key: str) -> bool:
         return _contains_key(self.caller_alnum, self.caller_text, key)
 
-    def returned_by_tool(self, key: str) -> bool:
-        return _contains_key(self.tool_alnum, self.tool_text, key)
+    def returned_by_tool(self, value: str) -> bool:
+        """Tools return ids verbatim (JSON), so a plain substring test of the value, without a
+        leading '#', is exact and needs no normalized copy of every output."""
+        needle = _needle(value)
+        if len(needle) >= 5 and any(ch.isdigit() for ch in needle):
+            return needle in self.tool_text
+        return tx.contains_phrase(self.tool_text, needle)
 
     @cached_property
     def caller_numbers(self) -> set[float]:
-        return {v for v, _, _ in self.scan(tx.number_words, self.caller_text)}
+        return {
+            v
+            for line in self.caller_lines
+            for _, v in self.scan(tx.token_numbers, line)
+            if v is not None
+        }
 
     @cached_property
     def tool_numbers(self) -> set[float]:
@@ -152,10 +168,6 @@ class Dialogue:
         return tx.emails(self.caller_text)
 
     # -- tool records -----------------------------------------------------------------------
-
-    @cached_property
-    def _tool_alnums(self) -> list[str]:
-        return [tx.alnum(t) for t in self.tool_outputs]
 
     @cached_property
     def _groups_by_output(self) -> dict[int, list[Group]]:
@@ -175,10 +187,12 @@ class Dialogue:
             self._groups_by_output[i] = cached
         return cached
 
-    def groups_of(self, value_key: str) -> Iterator[Group]:
+    def groups_of(self, value: str) -> Iterator[Group]:
         """Groups, oldest tool output first, that hold a candidate with this id."""
-        for i, blob in enumerate(self._tool_alnums):
-            if value_key and value_key in blob:
+        value_key = id_key(value)
+        needle = _needle(value)
+        for i, blob in enumerate(self._tool_lowers):
+            if needle and needle in blob:
                 for g in self._groups_in(i):
                     if g.owner(value_key) is not None:
                         yield g
@@ -194,6 +208,10 @@ def caller_line_is_current(history: list[Message], text: str) -> bool:
         if isinstance(m, AgentMessage) and m.text.strip():
             return False
     return False
+
+
+def _needle(value: str) -> str:
+    return value.strip().lower().lstrip("#")
 
 
 def id_key(value: str) -> str:

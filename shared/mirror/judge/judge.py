@@ -29,6 +29,7 @@ class Judge:
     def __init__(self, config: MirrorConfig, remote_tiers: Sequence[RemoteTier] = ()) -> None:
         self.config = config
         self.policies = compile_policies(config.policies)
+        config.irreversible_pattern  # noqa: B018 - compiled here, not on the first turn
         self.remote_tiers = tuple(remote_tiers)
 
     def tier0(self, turn: Turn) -> list[Finding]:

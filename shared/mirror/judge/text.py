@@ -7,7 +7,6 @@ Patterns are compiled once at import (cheap, no I/O); per-turn work is a few reg
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 WORD_NUMBERS = {
     "zero": 0, "no": 0, "none": 0, "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "couple": 2,
@@ -26,7 +25,6 @@ NEGATION_WINDOW = 4
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _CLAUSE_BREAK = re.compile(r"[.!?;:\n]|,\s*(?:but|however|though)\b")
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _NUMBER = re.compile(r"(?<![\w.])\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])")
 _EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}")
 _SPOKEN_EMAIL = re.compile(r"\s+(?:at)\s+|\s+(?:dot)\s+")
@@ -56,19 +54,38 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+_DROP = str.maketrans(
+    "", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()) + "’‘“”–—…\u00a0"
+)
+
+
 def alnum(text: str) -> str:
-    """Lower-case text with everything but letters and digits removed: '#W-51 99' -> 'w5199'."""
-    return _NON_ALNUM.sub("", text.lower())
+    """Lower-case text with everything but letters and digits removed: '#W-51 99' -> 'w5199'.
+    A translate table, not a regex: it runs on every id and every tool output."""
+    return text.lower().translate(_DROP)
 
 
-@lru_cache(maxsize=4096)
-def phrase_pattern(phrase: str, plural: bool = False) -> re.Pattern[str]:
-    """A phrase matched on word boundaries, whitespace-tolerant ('free' never matches 'freedom').
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum()
 
-    With `plural`, a trailing 's'/'es' is accepted too ('t-shirt' matches 't-shirts')."""
-    words = [re.escape(w) for w in phrase.lower().split()]
-    tail = r"(?:e?s)?" if plural else ""
-    return re.compile(r"(?<![a-z0-9])" + r"\s+".join(words) + tail + r"(?![a-z0-9])")
+
+def _phrase_at(text: str, phrase: str, start: int, plural: bool) -> tuple[int, int] | None:
+    """Next (start, end) of `phrase` in `text` on word boundaries. str.find plus two boundary
+    checks: no regex to compile per phrase, so nothing is cached from one turn to the next."""
+    n = len(phrase)
+    i = text.find(phrase, start)
+    while i != -1:
+        end = i + n
+        if plural and text.startswith("es", end) and not text[end + 2 : end + 3].isalnum():
+            end += 2
+        elif plural and text.startswith("s", end) and not text[end + 1 : end + 2].isalnum():
+            end += 1
+        if (i == 0 or not _is_word_char(text[i - 1])) and (
+            end >= len(text) or not _is_word_char(text[end])
+        ):
+            return i, end
+        i = text.find(phrase, i + 1)
+    return None
 
 
 def is_negated(text: str, start: int) -> bool:
@@ -82,17 +99,23 @@ def is_negated(text: str, start: int) -> bool:
 
 def find_phrase(
     text: str, phrase: str, *, negation_aware: bool = True, plural: bool = False
-) -> re.Match[str] | None:
-    """First affirmative (not negated) occurrence of `phrase` in lower-cased `text`."""
-    for m in phrase_pattern(phrase, plural).finditer(text):
-        if not negation_aware or not is_negated(text, m.start()):
-            return m
+) -> str | None:
+    """The first affirmative (not negated) occurrence of `phrase` in lower-cased `text`, on word
+    boundaries ('free' never matches 'freedom'); `plural` also accepts a trailing s/es."""
+    phrase = " ".join(phrase.lower().split())
+    if not phrase:
+        return None
+    pos = 0
+    while (hit := _phrase_at(text, phrase, pos, plural)) is not None:
+        if not negation_aware or not is_negated(text, hit[0]):
+            return text[hit[0] : hit[1]]
+        pos = hit[0] + 1
     return None
 
 
 def contains_phrase(text: str, phrase: str) -> bool:
     """Any occurrence on word boundaries, negated or not."""
-    return phrase_pattern(phrase).search(text) is not None
+    return find_phrase(text, phrase, negation_aware=False) is not None
 
 
 _COUNTABLE_WORDS = {k: v for k, v in WORD_NUMBERS.items() if k not in ("a", "an", "no")}
@@ -111,6 +134,28 @@ def number_words(text: str) -> list[tuple[float, int, int]]:
         digits, frac, word = m.groups()
         value = _COUNTABLE_WORDS[word] if word else float(digits.replace(",", "") + (frac or ""))
         out.append((float(value), m.start(), m.end()))
+    return out
+
+
+_PUNCTUATION = "\"'“”‘’.,!?;:()[]{}*"
+
+
+def token_numbers(text: str) -> list[tuple[str, float | None]]:
+    """Each whitespace token of lower-cased `text`, trimmed of punctuation, with its value when
+    it is a number ('$1,126.04', 'two'). str.split, not a regex: this runs on every line."""
+    out: list[tuple[str, float | None]] = []
+    for raw in text.split():
+        tok = raw.strip(_PUNCTUATION)
+        if not tok:
+            continue
+        bare = tok.lstrip("$")
+        if bare[:1].isdigit():
+            try:
+                out.append((bare, float(bare.replace(",", ""))))
+            except ValueError:  # '5199551w' or '2024-05-15': not a count
+                out.append((bare, None))
+        else:
+            out.append((tok, _COUNTABLE_WORDS.get(tok)))
     return out
 
 

@@ -25,13 +25,16 @@ _NOT_NOUNS = frozenset(
 
 
 def counted_pairs(text: str) -> list[tuple[float, str, int]]:
-    """(number, noun, position) for each number and the up-to-two words that follow it."""
+    """(number, noun, token index) for each number and the up-to-two words that follow it."""
+    toks = tx.token_numbers(text)
     pairs: list[tuple[float, str, int]] = []
-    for value, start, end in tx.number_words(text):
-        for word in tx.tokens(text[end : end + 40])[:2]:
-            if word in _NOT_NOUNS or word[0].isdigit():
+    for i, (_, value) in enumerate(toks):
+        if value is None:
+            continue
+        for word, word_value in toks[i + 1 : i + 3]:
+            if word_value is not None or word in _NOT_NOUNS or word[0].isdigit():
                 break
-            pairs.append((value, tx.stem(word), start))
+            pairs.append((value, tx.stem(word), i))
     return pairs
 
 

@@ -17,7 +17,7 @@ def is_grounded(d: Dialogue, arg: ArgValue) -> bool:
     v = arg.value
     if arg.kind == "id":
         key = id_key(v)
-        return d.said_by_caller(key) or d.returned_by_tool(key)
+        return d.said_by_caller(key) or d.returned_by_tool(v)
     if arg.kind == "email":
         e = v.lower()
         return e in d.caller_emails or e in d.tool_text

@@ -51,7 +51,7 @@ def _judge(
 ) -> tuple[str, str] | None:
     keys = [id_key(v) for v in values]
     payment = "payment" in key_words(key)
-    for group in d.groups_of(keys[0]):
+    for group in d.groups_of(values[0]):
         chosen = [c for k in keys if (c := group.owner(k)) is not None]
         if len(chosen) != len(keys):
             continue

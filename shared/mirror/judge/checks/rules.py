@@ -31,12 +31,12 @@ class OperatorRules:
             score = inp.config.check_score(self.id, rule.score)
             if rule.kind == "forbid":
                 for phrase in rule.phrases:
-                    if m := tx.find_phrase(agent, phrase):
+                    if said := tx.find_phrase(agent, phrase):
                         yield Finding(
                             self.id,
                             "not_allowed_by_policy",
                             score,
-                            f"the agent says {m.group()!r}; policy: {rule.source}",
+                            f"the agent says {said!r}; policy: {rule.source}",
                         )
                         break
             elif not any(tx.contains_phrase(agent, p) for p in rule.phrases):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,11 +41,12 @@ def gate_latencies(eval_dir: Path, rounds: int) -> tuple[list[float], int]:
         Judge(MirrorConfig(policies=c.policies, irreversible_tools=c.irreversible_tools))
         for c in cases
     ]
-    out: list[float] = []
+    per_case: list[list[float]] = [[] for _ in cases]
     for _ in range(rounds):
-        for judge, case in zip(judges, cases, strict=True):
-            out.append(_time_us(judge, case.turn))
-    return out, len(cases)
+        for samples, judge, case in zip(per_case, judges, cases, strict=True):
+            samples.append(_time_us(judge, case.turn))
+    # One figure per case (its median over the rounds), so p99 is a slow case, not a hiccup.
+    return [statistics.median(s) for s in per_case], len(cases)
 
 
 def short_latencies(n: int) -> list[float]:

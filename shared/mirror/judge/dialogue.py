@@ -157,7 +157,7 @@ class Dialogue:
 
     @cached_property
     def tool_numbers(self) -> set[float]:
-        return {v for v, _, _ in self.scan(tx.number_words, self.tool_text)}
+        return tx.digit_numbers(self.tool_text)
 
     @cached_property
     def caller_dates(self) -> set[tuple[int | None, int, int]]:

@@ -126,6 +126,21 @@ _NUMBER_OR_WORD = re.compile(
 )
 
 
+_DIGITS = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+def digit_numbers(text: str) -> set[float]:
+    """Numbers written with digits: what tool outputs (JSON) hold. A regex that starts on a
+    digit skips everything else fast, which matters on long outputs."""
+    out: set[float] = set()
+    for raw in _DIGITS.findall(text):
+        try:
+            out.add(float(raw.rstrip(",").replace(",", "")))
+        except ValueError:
+            continue
+    return out
+
+
 def number_words(text: str) -> list[tuple[float, int, int]]:
     """(value, start, end) for digit numbers ('$1,126.04') and number words in lower-cased
     `text`, in order. One regex pass: this runs on every agent line."""

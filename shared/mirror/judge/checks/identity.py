@@ -107,9 +107,6 @@ def _code(key: str, default: str) -> str:
     return "wrong_payment_method" if "payment" in key_words(key) else default
 
 
-
-
-
 def _distinctive_names(group: Group) -> dict[int, tuple[str, ...]]:
     """Per candidate: the ids and labels no sibling shares."""
     counts: dict[str, int] = {}
@@ -136,13 +133,19 @@ def _focus(
 
 
 def _mentions(u: Utterance, names: tuple[str, ...]) -> bool:
+    """Whether the line names any of `names`: long ids by their letters and digits (callers
+    say "W 51 99"), everything else as words."""
     for n in names:
-        if any(ch.isdigit() for ch in n) and len(n) >= 5 and n.isalnum():
+        if _is_spelled_id(n):
             if n in u.alnum:
                 return True
         elif tx.find_phrase(u.text, n, negation_aware=False, plural=True):
             return True
     return False
+
+
+def _is_spelled_id(name: str) -> bool:
+    return len(name) >= 5 and name.isalnum() and not name.isalpha()
 
 
 def _show(cands: list[Candidate], names: dict[int, tuple[str, ...]]) -> str:

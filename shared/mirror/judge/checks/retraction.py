@@ -87,14 +87,15 @@ def active_retractions(caller_lines: list[str]) -> list[Retracted]:
     if _MARKER.search(joined) is None and _INSTEAD_OF.search(joined) is None:
         return []  # the common case, in one scan
     out: list[Retracted] = []
-    for i, line in enumerate(caller_lines):
-        later = set()
-        for after in caller_lines[i + 1 :]:
-            later.update(tx.tokens(after))
-        for r in retractions(line):
-            still = r.retracted - later
-            if still:
-                out.append(Retracted(frozenset(still), r.replacement, r.said))
+    later: set[str] = set()  # words the caller says after the line at hand
+    for line in reversed(caller_lines):
+        if _MARKER.search(line) or _INSTEAD_OF.search(line):
+            for r in retractions(line):
+                still = r.retracted - later
+                if still:
+                    out.append(Retracted(frozenset(still), r.replacement, r.said))
+        later.update(tx.tokens(line))
+    out.reverse()
     return out
 
 

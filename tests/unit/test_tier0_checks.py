@@ -211,3 +211,52 @@ def test_agent_reading_back_a_retracted_value_intervenes() -> None:
         ).decision
         == "allow"
     )
+
+
+CATALOG = json.dumps(
+    {
+        "name": "Desk Lamp",
+        "variants": {
+            "7000001": {"item_id": "7000001", "options": {"color": "black", "brightness": "low"}},
+            "7000002": {"item_id": "7000002", "options": {"color": "black", "brightness": "high"}},
+            "7000003": {"item_id": "7000003", "options": {"color": "white", "brightness": "high"}},
+        },
+    }
+)
+LAMP_ORDER = json.dumps(
+    {
+        "order_id": "#W3",
+        "items": [
+            {
+                "name": "Desk Lamp",
+                "item_id": "7000001",
+                "options": {"color": "black", "brightness": "low"},
+            }
+        ],
+    }
+)
+
+
+def _swap(
+    new_item: str,
+    read_back: str = "Swap your lamp for the black one with high brightness. Shall I proceed?",
+):
+    return turn(
+        ("customer", "I want a brighter desk lamp on order W3."),
+        ("agent", [call("get_order_details", "l1", order_id="#W3")]),
+        ("tool", ("get_order_details", LAMP_ORDER)),
+        ("agent", [call("get_product_details", "l2", product_id="p1")]),
+        ("tool", ("get_product_details", CATALOG)),
+        ("agent", read_back),
+        ("customer", "Yes, go ahead."),
+        calls=[call("modify_items", order_id="#W3", item_ids=["7000001"], new_item_ids=[new_item])],
+    )
+
+
+def test_new_variant_must_match_the_read_back_options() -> None:
+    assert judge(_swap("7000002")).decision == "allow"
+    v = judge(_swap("7000003"))  # white, though the agent read back black
+    assert any(r.check == "variant_options" and r.code == "wrong_variant" for r in v.reasons)
+    # the replaced lamp's own options ("low") are no evidence against the new one
+    from_to = "Change the low brightness lamp to high brightness, still black. Proceed?"
+    assert judge(_swap("7000002", from_to)).decision == "allow"

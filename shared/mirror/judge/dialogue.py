@@ -187,6 +187,10 @@ class Dialogue:
             self._groups_by_output[i] = cached
         return cached
 
+    def tool_outputs_holding(self, value: str) -> int:
+        needle = _needle(value)
+        return sum(1 for blob in self._tool_lowers if needle and needle in blob)
+
     def groups_of(self, value: str) -> Iterator[Group]:
         """Groups, oldest tool output first, that hold a candidate with this id."""
         value_key = id_key(value)

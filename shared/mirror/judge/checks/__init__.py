@@ -9,11 +9,13 @@ from mirror.judge.checks.grounding import Grounding
 from mirror.judge.checks.identity import ObjectIdentity
 from mirror.judge.checks.retraction import Retraction
 from mirror.judge.checks.rules import OperatorRules
+from mirror.judge.checks.variants import VariantOptions
 
 TIER0_CHECKS: tuple[Check, ...] = (
     Confirmation(),
     Grounding(),
     ObjectIdentity(),
+    VariantOptions(),
     AmountConsistency(),
     Retraction(),
     OperatorRules(),

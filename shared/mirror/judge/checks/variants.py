@@ -106,13 +106,14 @@ def _contradiction(d: Dialogue, value: str, call_keys: set[str]) -> str | None:
         ]
         if not replaced:
             continue
+        siblings = [(c, _options(c)) for c in group.candidates if c is not chosen]
         new_values = {
             o
-            for c in group.candidates
+            for c, opts in siblings
             if c not in replaced
-            for o in _options(c).values()
+            for o in opts.values()
             if _wordlike(o)
-        }
+        } | {o for o in options.values() if _wordlike(o)}
         read_back = _read_back(d, new_values)
         if not read_back:
             continue
@@ -120,9 +121,7 @@ def _contradiction(d: Dialogue, value: str, call_keys: set[str]) -> str | None:
             if _said(read_back, wanted):
                 continue
             others = {
-                o
-                for c in group.candidates
-                if c is not chosen and (o := _options(c).get(name)) is not None and o != wanted
+                o for _, opts in siblings if (o := opts.get(name)) is not None and o != wanted
             }
             said = sorted(o for o in others if _said_for(read_back, name, o))
             if said:

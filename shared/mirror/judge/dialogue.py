@@ -236,7 +236,7 @@ def _labels(record: dict[str, Any]) -> tuple[str, ...]:
     for k in LABEL_KEYS:
         v = record.get(k)
         if isinstance(v, str) and v.strip():
-            out.append(v.replace("_", " ").lower())
+            out.append(tx.normalize_phrase(v.replace("_", " ")))
     return tuple(out)
 
 

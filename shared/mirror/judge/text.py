@@ -113,6 +113,16 @@ def find_phrase(
     return None
 
 
+def has_words(text: str, phrase: str, *, plural: bool = False) -> bool:
+    """`phrase` (already lower-case, single-spaced) in `text` on word boundaries: the hot-path
+    form of `find_phrase`, for labels and values that were normalized once."""
+    return phrase in text and _phrase_at(text, phrase, 0, plural) is not None
+
+
+def normalize_phrase(phrase: str) -> str:
+    return " ".join(phrase.lower().split())
+
+
 def contains_phrase(text: str, phrase: str) -> bool:
     """Any occurrence on word boundaries, negated or not."""
     return find_phrase(text, phrase, negation_aware=False) is not None

@@ -139,7 +139,7 @@ def _mentions(u: Utterance, names: tuple[str, ...]) -> bool:
         if _is_spelled_id(n):
             if n in u.alnum:
                 return True
-        elif tx.find_phrase(u.text, n, negation_aware=False, plural=True):
+        elif tx.has_words(u.text, n, plural=True):
             return True
     return False
 

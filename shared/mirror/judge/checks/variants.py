@@ -50,7 +50,7 @@ def _read_back(d: Dialogue, values: set[str]) -> list[Utterance]:
     out: list[Utterance] = []
     for u in reversed(d.utterances):
         out.append(u)
-        if any(tx.find_phrase(u.text, v, negation_aware=False) for v in values):
+        if any(tx.has_words(u.text, v) for v in values):
             return out
     return []
 
@@ -60,7 +60,7 @@ def _options(c: Candidate) -> dict[str, str]:
         return {}
     for v in c.record.values():
         if isinstance(v, dict) and v and all(isinstance(x, str) for x in v.values()):
-            return {k: x.lower() for k, x in v.items()}
+            return {k: tx.normalize_phrase(x) for k, x in v.items()}
     return {}
 
 
@@ -77,11 +77,12 @@ def _said_for(lines: list[Utterance], name: str, value: str) -> bool:
     option's name ("size 8", "1.5l capacity") when it is a bare number or letter."""
     if _wordlike(value) and _said(lines, value):
         return True
-    return _said(lines, f"{name} {value}") or _said(lines, f"{value} {name}")
+    named = tx.normalize_phrase(f"{name} {value}"), tx.normalize_phrase(f"{value} {name}")
+    return _said(lines, named[0]) or _said(lines, named[1])
 
 
 def _said(lines: list[Utterance], value: str) -> bool:
-    return any(tx.find_phrase(u.text, value, negation_aware=False) for u in lines)
+    return any(tx.has_words(u.text, value) for u in lines)
 
 
 def _contradiction(d: Dialogue, value: str, call_keys: set[str]) -> str | None:

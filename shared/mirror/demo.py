@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mirror.local import call_table_properties, create_call_table
 from mirror.models import AgentMessage, CallContext, CustomerMessage, Message, ToolMessage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HANDLER_PATH = Path("functions/score_turn/app.py")
 TEMPLATE_PATH = Path("template.yaml")
 DEFAULT_CALL = Path("events/sample_call.json")
-TABLE_RESOURCE = "CallStateTable"
 
 TABLE_NAME = "mirror-demo-call-state"
 REGION = "us-east-1"
@@ -102,52 +102,11 @@ def find_checkout(root: Path = REPO_ROOT) -> Path:
     return root
 
 
-def load_template(path: Path) -> dict[str, Any]:
-    """template.yaml with CloudFormation short-form tags (!Ref, !GetAtt, !Sub ...) as plain
-    mappings; a SafeLoader subclass, so no arbitrary objects."""
-    import yaml
-
-    class CfnLoader(yaml.SafeLoader):
-        pass
-
-    def tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        value: Any
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-    CfnLoader.add_multi_constructor("!", tag)
-    with path.open(encoding="utf-8") as f:
-        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
-
-
 def table_properties(root: Path) -> dict[str, Any]:
-    resources = load_template(root / TEMPLATE_PATH).get("Resources", {})
-    if TABLE_RESOURCE not in resources:
-        raise DemoError(f"{TEMPLATE_PATH} defines no {TABLE_RESOURCE}")
-    return resources[TABLE_RESOURCE]["Properties"]
-
-
-def create_table(client: Any, props: dict[str, Any]) -> None:
-    client.create_table(
-        TableName=TABLE_NAME,
-        KeySchema=props["KeySchema"],
-        AttributeDefinitions=props["AttributeDefinitions"],
-        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
-    )
-    ttl = props.get("TimeToLiveSpecification")
-    if ttl:
-        client.update_time_to_live(
-            TableName=TABLE_NAME,
-            TimeToLiveSpecification={
-                "AttributeName": ttl["AttributeName"],
-                "Enabled": bool(ttl.get("Enabled", True)),
-            },
-        )
+    try:
+        return call_table_properties(root / TEMPLATE_PATH)
+    except ValueError as e:
+        raise DemoError(str(e)) from None
 
 
 def load_call(path: Path) -> list[Message]:
@@ -346,7 +305,7 @@ def replay(root: Path, messages: Sequence[Message], call_name: str, console: Con
     errors = 0
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        create_table(client, props)
+        create_call_table(client, TABLE_NAME, props)
         with quiet(sink):
             app = import_handler(root)
         try:

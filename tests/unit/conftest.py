@@ -13,42 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from mirror.local import call_table_properties, create_call_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
-CALL_STATE_TABLE_ID = "CallStateTable"
 TEST_TABLE_NAME = "mirror-call-state-test"
 TEST_REGION = "us-east-1"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that accepts CloudFormation short-form tags (!Ref, !GetAtt, !Sub, ...)."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as f:
-        return yaml.load(f, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
-
-
 def call_state_table_properties() -> dict[str, Any]:
-    resources = load_template()["Resources"]
-    assert CALL_STATE_TABLE_ID in resources, f"template.yaml has no {CALL_STATE_TABLE_ID}"
-    return resources[CALL_STATE_TABLE_ID]["Properties"]
+    return call_table_properties(TEMPLATE_PATH)
 
 
 @pytest.fixture
@@ -123,19 +98,5 @@ def dynamodb_client(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> I
 @pytest.fixture
 def call_state_table(dynamodb_client: Any) -> str:
     """A moto table shaped like `CallStateTable` in template.yaml; returns its name."""
-    props = call_state_table_properties()
-    ttl = props["TimeToLiveSpecification"]
-    dynamodb_client.create_table(
-        TableName=TEST_TABLE_NAME,
-        KeySchema=props["KeySchema"],
-        AttributeDefinitions=props["AttributeDefinitions"],
-        BillingMode=props["BillingMode"],
-    )
-    dynamodb_client.update_time_to_live(
-        TableName=TEST_TABLE_NAME,
-        TimeToLiveSpecification={
-            "AttributeName": ttl["AttributeName"],
-            "Enabled": bool(ttl.get("Enabled", True)),
-        },
-    )
+    create_call_table(dynamodb_client, TEST_TABLE_NAME, call_state_table_properties())
     return TEST_TABLE_NAME

@@ -1,0 +1,61 @@
+"""The call table as template.yaml defines it, for the local stack and the tests (moto).
+
+Reading the schema from the template keeps moto's table and the deployed one from drifting.
+PyYAML comes with the dev tools (cfn-lint); it is imported only here, on use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CALL_TABLE_RESOURCE = "CallStateTable"
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """template.yaml with CloudFormation short-form tags (!Ref, !GetAtt, !Sub ...) read as
+    plain mappings; a SafeLoader subclass, so no arbitrary objects."""
+    import yaml
+
+    class CfnLoader(yaml.SafeLoader):
+        pass
+
+    def tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+    CfnLoader.add_multi_constructor("!", tag)
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def call_table_properties(template: Path) -> dict[str, Any]:
+    resources = load_template(template).get("Resources", {})
+    if CALL_TABLE_RESOURCE not in resources:
+        raise ValueError(f"{template} defines no {CALL_TABLE_RESOURCE}")
+    return resources[CALL_TABLE_RESOURCE]["Properties"]
+
+
+def create_call_table(client: Any, table_name: str, props: dict[str, Any]) -> None:
+    """Create the table (keys, billing, TTL attribute) from the template's properties."""
+    client.create_table(
+        TableName=table_name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+    )
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={
+                "AttributeName": ttl["AttributeName"],
+                "Enabled": bool(ttl.get("Enabled", True)),
+            },
+        )

@@ -29,6 +29,19 @@ class Candidate:
     ids: frozenset[str]
     labels: tuple[str, ...]
     record: dict[str, Any] | None = None
+    _options: dict[str, str] | None = None
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The record's attributes (a nested dict of strings, e.g. a variant's options),
+        normalized for matching; built on first use."""
+        if self._options is None:
+            self._options = {}
+            for v in (self.record or {}).values():
+                if isinstance(v, dict) and v and all(isinstance(x, str) for x in v.values()):
+                    self._options = {k: tx.normalize_phrase(x) for k, x in v.items()}
+                    break
+        return self._options
 
 
 @dataclass(slots=True)

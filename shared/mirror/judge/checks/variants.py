@@ -14,7 +14,7 @@ from typing import Any
 
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding, classify
-from mirror.judge.dialogue import Candidate, Dialogue, Utterance, id_key
+from mirror.judge.dialogue import Dialogue, Utterance, id_key
 
 
 class VariantOptions:
@@ -55,15 +55,6 @@ def _read_back(d: Dialogue, values: set[str]) -> list[Utterance]:
     return []
 
 
-def _options(c: Candidate) -> dict[str, str]:
-    if c.record is None:
-        return {}
-    for v in c.record.values():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v.values()):
-            return {k: tx.normalize_phrase(x) for k, x in v.items()}
-    return {}
-
-
 _BARE_WORDS = frozenset({"yes", "no", "none", "true", "false", "n/a"})
 
 
@@ -92,7 +83,7 @@ def _contradiction(d: Dialogue, value: str, call_keys: set[str]) -> str | None:
     groups = list(d.groups_of(value))
     for group in groups:
         chosen = group.owner(key)
-        options = _options(chosen) if chosen is not None else {}
+        options = chosen.options if chosen is not None else {}
         if not options:
             continue
         # A swap: the call also names an existing variant of the same thing (same option
@@ -102,12 +93,12 @@ def _contradiction(d: Dialogue, value: str, call_keys: set[str]) -> str | None:
             for c in group.candidates
             if c is not chosen
             and c.ids & call_keys
-            and _options(c).keys() == options.keys()
+            and c.options.keys() == options.keys()
             and any(d.tool_outputs_holding(i) > 1 for i in c.ids)
         ]
         if not replaced:
             continue
-        siblings = [(c, _options(c)) for c in group.candidates if c is not chosen]
+        siblings = [(c, c.options) for c in group.candidates if c is not chosen]
         new_values = {
             o
             for c, opts in siblings

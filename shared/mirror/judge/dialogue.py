@@ -253,34 +253,44 @@ def _labels(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_ID_SUFFIXES = ("_id", "_number")
+_CONTAINERS = (list, dict)
+
+
 def _record_ids(record: dict[str, Any]) -> set[str]:
     return {
         id_key(v)
         for k, v in record.items()
-        if isinstance(v, str) and (k == "id" or k.endswith("_id") or k.endswith("_number"))
+        if type(v) is str and (k == "id" or k.endswith(_ID_SUFFIXES))
     }
 
 
+def _has_digit(s: str) -> bool:
+    return any(map(str.isdigit, s))
+
+
 def _collect_groups(doc: Any, out: list[Group]) -> None:
-    """Find containers of sibling objects: lists of ids, lists of records, records keyed by id."""
+    """Find containers of sibling objects: lists of ids, lists of records, records keyed by id.
+    Depth-first, parents before children: the order in which groups are consulted."""
     stack = [doc]
     while stack:
         node = stack.pop()
-        if isinstance(node, list):
+        if type(node) is list:
             if len(node) >= 2:
-                first = node[0]
-                if isinstance(first, str) and all(isinstance(x, str) for x in node):
-                    out.append(Group([Candidate(frozenset({id_key(x)}), ()) for x in node]))
-                elif isinstance(first, dict) and all(isinstance(x, dict) for x in node):
+                kinds = {type(x) for x in node}
+                if kinds == {str}:
+                    out.append(Group([Candidate(frozenset((id_key(x),)), ()) for x in node]))
+                elif kinds == {dict}:
                     cands = [Candidate(frozenset(_record_ids(x)), _labels(x), x) for x in node]
                     if all(c.ids for c in cands):
                         out.append(Group(cands))
-            stack.extend(reversed([x for x in node if isinstance(x, list | dict)]))
-        elif isinstance(node, dict):
+            children = [x for x in node if isinstance(x, _CONTAINERS)]
+        elif type(node) is dict:
+            values = node.values()
             if (
                 len(node) >= 2
-                and all(isinstance(v, dict) for v in node.values())
-                and all(any(ch.isdigit() for ch in k) for k in node)
+                and {type(v) for v in values} == {dict}
+                and all(map(_has_digit, node))
             ):
                 out.append(
                     Group(
@@ -290,4 +300,8 @@ def _collect_groups(doc: Any, out: list[Group]) -> None:
                         ]
                     )
                 )
-            stack.extend(reversed([v for v in node.values() if isinstance(v, list | dict)]))
+            children = [v for v in values if isinstance(v, _CONTAINERS)]
+        else:
+            continue
+        children.reverse()
+        stack.extend(children)

@@ -59,6 +59,12 @@ _DROP = str.maketrans(
 )
 
 
+def words(text: str) -> set[str]:
+    """The set of whitespace-separated words of lower-cased `text`, punctuation trimmed: a
+    cheaper `tokens` for membership tests."""
+    return {w.strip(_PUNCTUATION) for w in text.split()}
+
+
 def alnum(text: str) -> str:
     """Lower-case text with everything but letters and digits removed: '#W-51 99' -> 'w5199'.
     A translate table, not a regex: it runs on every id and every tool output."""

@@ -94,7 +94,7 @@ def active_retractions(caller_lines: list[str]) -> list[Retracted]:
                 still = r.retracted - later
                 if still:
                     out.append(Retracted(frozenset(still), r.replacement, r.said))
-        later.update(tx.tokens(line))
+        later.update(tx.words(line))
     out.reverse()
     return out
 

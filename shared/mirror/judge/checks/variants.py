@@ -98,22 +98,21 @@ def _contradiction(d: Dialogue, value: str, call_keys: set[str]) -> str | None:
         ]
         if not replaced:
             continue
-        siblings = [(c, c.options) for c in group.candidates if c is not chosen]
-        new_values = {
-            o
-            for c, opts in siblings
-            if c not in replaced
-            for o in opts.values()
-            if _wordlike(o)
-        } | {o for o in options.values() if _wordlike(o)}
-        read_back = _read_back(d, new_values)
+        # The read-back: the newest line that talks about these options at all.
+        read_back = _read_back(
+            d,
+            {tx.normalize_phrase(n) for n in options}
+            | {o for o in options.values() if _wordlike(o)},
+        )
         if not read_back:
             continue
         for name, wanted in options.items():
             if _said(read_back, wanted):
                 continue
             others = {
-                o for _, opts in siblings if (o := opts.get(name)) is not None and o != wanted
+                o
+                for c in group.candidates
+                if c is not chosen and (o := c.options.get(name)) is not None and o != wanted
             }
             said = sorted(o for o in others if _said_for(read_back, name, o))
             if said:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding, key_words, short
+from mirror.judge.dialogue import Dialogue
 
 _GENERIC = frozenset(
     "total num number count new old id ids amount value qty quantity of per the".split()
@@ -24,9 +25,9 @@ _NOT_NOUNS = frozenset(
 )
 
 
-def counted_pairs(text: str) -> list[tuple[float, str, int]]:
-    """(number, noun, token index) for each number and the up-to-two words that follow it."""
-    toks = tx.token_numbers(text)
+def counted_pairs(toks: list[tuple[str, float | None]]) -> list[tuple[float, str, int]]:
+    """(number, noun, token index) for each number and the up-to-two words that follow it,
+    from a line's `tx.token_numbers`."""
     pairs: list[tuple[float, str, int]] = []
     for i, (_, value) in enumerate(toks):
         if value is None:
@@ -36,6 +37,11 @@ def counted_pairs(text: str) -> list[tuple[float, str, int]]:
                 break
             pairs.append((value, tx.stem(word), i))
     return pairs
+
+
+def _pairs(d: Dialogue, text: str) -> list[tuple[float, str, int]]:
+    """A line's (number, noun) pairs, from the tokens the turn already scanned for grounding."""
+    return counted_pairs(d.scan(tx.token_numbers, text))
 
 
 def _same_thing(noun: str, words: set[str]) -> bool:
@@ -81,7 +87,7 @@ class AmountConsistency:
                 if not words:
                     continue
                 for u in reversed(d.utterances):
-                    stated = _stated(d.scan(counted_pairs, u.text), words, all_words=not quantity)
+                    stated = _stated(_pairs(d, u.text), words, all_words=not quantity)
                     if stated:
                         if float(value) not in stated:
                             yield Finding(
@@ -99,11 +105,11 @@ class AmountConsistency:
         """The agent repeats a count back differently from the caller's last line."""
         d = inp.dialogue
         agent = inp.turn.agent_text.lower()
-        agent_pairs = d.scan(counted_pairs, agent) if agent else []
+        agent_pairs = _pairs(d, agent) if agent else []
         if not agent_pairs or not d.caller_lines:
             return
         said: dict[str, float] = {}
-        for value, noun, _ in d.scan(counted_pairs, d.caller_lines[-1]):
+        for value, noun, _ in _pairs(d, d.caller_lines[-1]):
             said[noun] = value  # the last mention wins: "two, actually three pizzas"
         for value, noun, _ in agent_pairs:
             for caller_noun, caller_value in said.items():

@@ -96,8 +96,12 @@ def arg_values(args: dict[str, Any]) -> Iterator[ArgValue]:
             yield ArgValue(path, key, value, classify(key, value), list_path)
 
 
+_NOT_LETTERS = re.compile(r"[^a-z]+")
+
+
 def key_words(key: str) -> list[str]:
-    return [w for w in re.split(r"[^a-z]+", key.lower()) if w]
+    """'total_baggages' -> ['total', 'baggages']."""
+    return [w for w in _NOT_LETTERS.split(key.lower()) if w]
 
 
 def short(value: Any, limit: int = 60) -> str:

@@ -80,8 +80,9 @@ class AmountConsistency:
             for key, value in call.args.items():
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     continue
-                quantity = bool(_QUANTITY_KEYS & set(key_words(key)))
-                words = {tx.stem(w) for w in key_words(key)} - _GENERIC
+                kw = key_words(key)
+                quantity = not _QUANTITY_KEYS.isdisjoint(kw)
+                words = {tx.stem(w) for w in kw} - _GENERIC
                 if quantity:
                     words |= _item_words(call.args)
                 if not words:

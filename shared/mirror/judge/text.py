@@ -1,7 +1,8 @@
 """Text primitives for Tier 0: word-boundary phrase matching, negation, numbers, dates.
 
 Everything here is linguistic, not business logic: which phrases matter comes from the operator.
-Patterns are compiled once at import (cheap, no I/O); per-turn work is a few regex scans.
+Patterns are compiled once at import (cheap, no I/O); phrases are matched with str.find, so
+nothing is compiled or cached per phrase.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ NEGATION_WINDOW = 4
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _CLAUSE_BREAK = re.compile(r"[.!?;:\n]|,\s*(?:but|however|though)\b")
-_NUMBER = re.compile(r"(?<![\w.])\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])")
 _EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}")
 _SPOKEN_EMAIL = re.compile(r"\s+(?:at)\s+|\s+(?:dot)\s+")
 
@@ -135,12 +135,6 @@ def contains_phrase(text: str, phrase: str) -> bool:
 
 
 _COUNTABLE_WORDS = {k: v for k, v in WORD_NUMBERS.items() if k not in ("a", "an", "no")}
-_NUMBER_OR_WORD = re.compile(
-    r"(?<![\w.])\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])|(?<![a-z0-9])("
-    + "|".join(sorted(_COUNTABLE_WORDS, key=len, reverse=True))
-    + r")(?![a-z0-9])"
-)
-
 
 _DIGITS = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
@@ -154,17 +148,6 @@ def digit_numbers(text: str) -> set[float]:
             out.add(float(raw.rstrip(",").replace(",", "")))
         except ValueError:
             continue
-    return out
-
-
-def number_words(text: str) -> list[tuple[float, int, int]]:
-    """(value, start, end) for digit numbers ('$1,126.04') and number words in lower-cased
-    `text`, in order. One regex pass: this runs on every agent line."""
-    out: list[tuple[float, int, int]] = []
-    for m in _NUMBER_OR_WORD.finditer(text):
-        digits, frac, word = m.groups()
-        value = _COUNTABLE_WORDS[word] if word else float(digits.replace(",", "") + (frac or ""))
-        out.append((float(value), m.start(), m.end()))
     return out
 
 

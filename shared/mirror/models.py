@@ -41,6 +41,7 @@ ReasonCode = Literal[
     "no_confirmation_yet",
     "ungrounded_value",
     "tier_unavailable",
+    "duplicate_call",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)

@@ -7,6 +7,8 @@ One table, one partition per call (`pk = "{tenant_id}#{call_id}"`), one item per
     VERDICT#{turn_id} one turn's verdict (JSON in `data`); its existence makes turns idempotent
     COOLDOWN          `until`: no spoken intervention before this time
     OVERRIDE          `note`: a one-shot operator instruction
+    TOOL#{fingerprint} an irreversible tool call the gate allowed (`tool_call_id`, `name`); the
+                      fingerprint hashes the name and canonical arguments, never storing them
 
 Every item carries `expires_at` (the table's TTL attribute). TTL deletion is lazy on AWS (and never
 happens under moto), so every read checks `expires_at > now` itself. Time is always passed in
@@ -15,11 +17,13 @@ happens under moto), so every read checks `expires_at > now` itself. Time is alw
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import TypeAdapter
 
@@ -35,6 +39,7 @@ MSG_PREFIX = "MSG#"
 VERDICT_PREFIX = "VERDICT#"
 COOLDOWN_SK = "COOLDOWN"
 OVERRIDE_SK = "OVERRIDE"
+TOOL_PREFIX = "TOOL#"
 
 SEQ_DIGITS = 10
 MAX_TRANSACTION_ITEMS = 100
@@ -46,6 +51,9 @@ MAX_DATA_BYTES = 390_000
 MAX_TRANSACTION_DATA_BYTES = 4_000_000
 """A transaction's items total at most 4 MB."""
 MAX_TURN_ID_CHARS = 256
+MAX_FINGERPRINT_CHARS = 128
+MAX_TOOL_FIELD_CHARS = 256
+"""Tool call ids and names (the models' `Identifier` bound)."""
 
 INTERNAL_META_FIELDS = frozenset({PK, SK, TTL_ATTRIBUTE, "next_seq"})
 """Stored on META but never returned by `get_call_meta`."""
@@ -73,6 +81,15 @@ class RecordedVerdict:
     seq: int
     recorded_at: float
     verdict: Verdict
+
+
+@dataclass(frozen=True)
+class RecordedToolCall:
+    """An irreversible tool call the gate allowed: the holder of its fingerprint."""
+
+    tool_call_id: str
+    name: str
+    recorded_at: float
 
 
 @runtime_checkable
@@ -131,6 +148,30 @@ class StateStore(Protocol):
         """Read and delete the note; of concurrent takers exactly one gets it."""
         ...
 
+    def get_tool_call(
+        self, ctx: CallContext, fingerprint: str, now: float
+    ) -> RecordedToolCall | None:
+        """The live allowed call recorded under `fingerprint` (see `tool_fingerprint`), if any."""
+        ...
+
+    def claim_tool_call(
+        self,
+        ctx: CallContext,
+        fingerprint: str,
+        tool_call_id: str,
+        name: str,
+        now: float,
+        ttl_s: int,
+        retry_of: str | None = None,
+    ) -> RecordedToolCall | None:
+        """Record an allowed irreversible call under its fingerprint, so an identical second
+        call in the same call can be refused. The claim wins (returns None) when no live call
+        holds the fingerprint, when `tool_call_id` already holds it (a redelivery), or when
+        `retry_of` names the holder (the agent says that earlier call failed); the winner becomes
+        the holder. Otherwise the holder is returned, unchanged. Of concurrent claimers of one
+        fingerprint exactly one wins."""
+        ...
+
 
 # --- keys -----------------------------------------------------------------------------------
 
@@ -157,6 +198,43 @@ def verdict_sk(turn_id: str) -> str:
     if not turn_id or len(turn_id) > MAX_TURN_ID_CHARS:
         raise ValueError(f"turn_id must have 1..{MAX_TURN_ID_CHARS} characters")
     return f"{VERDICT_PREFIX}{turn_id}"
+
+
+def tool_sk(fingerprint: str) -> str:
+    if not fingerprint or len(fingerprint) > MAX_FINGERPRINT_CHARS or "#" in fingerprint:
+        raise ValueError(f"fingerprint must have 1..{MAX_FINGERPRINT_CHARS} characters, no '#'")
+    return f"{TOOL_PREFIX}{fingerprint}"
+
+
+def check_tool_field(value: str, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_TOOL_FIELD_CHARS:
+        raise ValueError(f"{name} must be a string of 1..{MAX_TOOL_FIELD_CHARS} characters")
+    return value
+
+
+def _canonical(value: Any) -> Any:
+    """Integral floats as ints, so 25 and 25.0 are the same amount; everything else as is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def tool_fingerprint(name: str, args: Mapping[str, Any]) -> str:
+    """sha256 of the name and the arguments as canonical JSON (sorted keys, no spaces): two
+    calls are the same action exactly when their fingerprints are equal. Only the hash is
+    stored, so caller data in the arguments never reaches the table through this key."""
+    canonical = json.dumps(
+        {"name": name, "args": _canonical(dict(args))},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # --- time -----------------------------------------------------------------------------------

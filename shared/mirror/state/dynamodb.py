@@ -23,6 +23,7 @@ from mirror.state.base import (
     TTL_ATTRIBUTE,
     VERDICT_PREFIX,
     MetaValue,
+    RecordedToolCall,
     RecordedVerdict,
     StateStoreConflictError,
     StateStoreError,
@@ -31,6 +32,7 @@ from mirror.state.base import (
     check_data,
     check_limit,
     check_meta_fields,
+    check_tool_field,
     decode_message,
     decode_verdict,
     encode_turn,
@@ -41,6 +43,7 @@ from mirror.state.base import (
     number_to_str,
     seq_advance,
     seq_of,
+    tool_sk,
     verdict_sk,
 )
 
@@ -154,6 +157,12 @@ class DynamoDBStateStore:
     def connect(self) -> None:
         """Build the client now rather than on the first call (for measuring cold starts)."""
         self._get_client()
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client (built on first use), for other users of the same table, such as
+        Powertools Idempotency: one connection pool, one set of timeouts and retries."""
+        return self._get_client()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -581,3 +590,73 @@ class DynamoDBStateStore:
         if not item or not _live(item, now):
             return None
         return str(item["note"]["S"])
+
+    # --- allowed irreversible tool calls --------------------------------------------------
+
+    def get_tool_call(
+        self, ctx: CallContext, fingerprint: str, now: float
+    ) -> RecordedToolCall | None:
+        item = self._get("get_tool_call", call_key(ctx), tool_sk(fingerprint))
+        if item is None or not _live(item, now):
+            return None
+        return _recorded_tool_call(item)
+
+    def claim_tool_call(
+        self,
+        ctx: CallContext,
+        fingerprint: str,
+        tool_call_id: str,
+        name: str,
+        now: float,
+        ttl_s: int,
+        retry_of: str | None = None,
+    ) -> RecordedToolCall | None:
+        op = "claim_tool_call"
+        pk = call_key(ctx)
+        sk = tool_sk(fingerprint)
+        check_tool_field(tool_call_id, "tool_call_id")
+        check_tool_field(name, "name")
+        values: dict[str, Any] = {":now": _n(now), ":me": _s(tool_call_id)}
+        condition = "attribute_not_exists(#pk) OR #e <= :now OR #id = :me"
+        if retry_of is not None:
+            values[":retry_of"] = _s(check_tool_field(retry_of, "retry_of"))
+            condition += " OR #id = :retry_of"
+        try:
+            self._call(
+                op,
+                "put_item",
+                tolerate=_CONDITION_FAILED,
+                Item={
+                    PK: _s(pk),
+                    SK: _s(sk),
+                    "tool_call_id": _s(tool_call_id),
+                    "name": _s(name),
+                    "recorded_at": _n(now),
+                    TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
+                },
+                # Checked atomically with the write: of concurrent claimers exactly one wins.
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#pk": PK, "#e": TTL_ATTRIBUTE, "#id": "tool_call_id"},
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except _Rejected as rejected:
+            old = rejected.response.get("Item")
+            if old is not None:
+                return _recorded_tool_call(old)
+            holder = self.get_tool_call(ctx, fingerprint, now)
+            if holder is None:  # deleted in between; refusing is the safe answer
+                raise StateStoreError(
+                    f"state store {op} failed on table {self._table!r}: the holder of "
+                    f"{sk!r} vanished during the claim"
+                ) from None
+            return holder
+        return None
+
+
+def _recorded_tool_call(item: Mapping[str, Any]) -> RecordedToolCall:
+    return RecordedToolCall(
+        tool_call_id=str(item["tool_call_id"]["S"]),
+        name=str(item["name"]["S"]),
+        recorded_at=float(number_from_str(item["recorded_at"]["N"])),
+    )

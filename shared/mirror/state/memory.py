@@ -20,12 +20,14 @@ from mirror.state.base import (
     TTL_ATTRIBUTE,
     VERDICT_PREFIX,
     MetaValue,
+    RecordedToolCall,
     RecordedVerdict,
     call_key,
     check_cooldown,
     check_data,
     check_limit,
     check_meta_fields,
+    check_tool_field,
     decode_message,
     decode_verdict,
     encode_turn,
@@ -35,6 +37,7 @@ from mirror.state.base import (
     msg_sk,
     seq_advance,
     seq_of,
+    tool_sk,
     verdict_sk,
 )
 
@@ -199,3 +202,50 @@ class InMemoryStateStore:
         if item is None or not is_live(item[TTL_ATTRIBUTE], now):
             return None
         return item["note"]
+
+    # --- allowed irreversible tool calls --------------------------------------------------
+
+    def get_tool_call(
+        self, ctx: CallContext, fingerprint: str, now: float
+    ) -> RecordedToolCall | None:
+        pk = call_key(ctx)
+        sk = tool_sk(fingerprint)
+        with self._lock:
+            item = self._live(pk, sk, now)
+            return None if item is None else _recorded_tool_call(item)
+
+    def claim_tool_call(
+        self,
+        ctx: CallContext,
+        fingerprint: str,
+        tool_call_id: str,
+        name: str,
+        now: float,
+        ttl_s: int,
+        retry_of: str | None = None,
+    ) -> RecordedToolCall | None:
+        pk = call_key(ctx)
+        sk = tool_sk(fingerprint)
+        check_tool_field(tool_call_id, "tool_call_id")
+        check_tool_field(name, "name")
+        if retry_of is not None:
+            check_tool_field(retry_of, "retry_of")
+        expires_at = expiry(now, ttl_s)
+        with self._lock:
+            items = self._items(pk, now)
+            current = items.get(sk)
+            if current is not None and current["tool_call_id"] not in (tool_call_id, retry_of):
+                return _recorded_tool_call(current)
+            items[sk] = {
+                "tool_call_id": tool_call_id,
+                "name": name,
+                "recorded_at": float(now),
+                TTL_ATTRIBUTE: expires_at,
+            }
+            return None
+
+
+def _recorded_tool_call(item: Item) -> RecordedToolCall:
+    return RecordedToolCall(
+        tool_call_id=item["tool_call_id"], name=item["name"], recorded_at=item["recorded_at"]
+    )

@@ -52,8 +52,26 @@ class ScoreTurnService:
             judge = self._judges[key] = Judge(config)
         return judge
 
-    def score(self, event: ScoreTurnEvent, config: MirrorConfig, turn_id: str) -> ScoredTurn:
+    def score(
+        self,
+        event: ScoreTurnEvent,
+        config: MirrorConfig,
+        turn_id: str,
+        *,
+        record_history: bool = True,
+        cooldown_owner: str | None = None,
+        decided: Verdict | None = None,
+    ) -> ScoredTurn:
+        """Judge the turn and record it under `turn_id` (see the module docstring).
+
+        Streaming (`mirror.streaming`) scores one agent turn several times, so it needs three
+        options: `record_history=False` records a partial's verdict without the turn's messages
+        (the final scoring appends them, once); `cooldown_owner` (default: `turn_id`) lets the
+        partials and the final share one cooldown claim, so the turn never suppresses itself;
+        `decided` records a verdict a partial already reached instead of judging again.
+        """
         ctx = event.context()
+        owner = cooldown_owner or turn_id
         now = self.clock()
         earlier = self.store.get_verdict(ctx, turn_id, now)
         if earlier is not None:
@@ -61,31 +79,34 @@ class ScoreTurnService:
 
         stored = self.store.get_history(ctx, now, config.history_limit)
         added = new_messages(event, stored)
-        # The event's own history wins (stateless callers send the whole conversation);
-        # otherwise the stored one plus this turn's caller line: the eval case shape.
-        if event.history:
-            history = list(event.history)
-        else:  # everything new but the agent's planned turn itself
-            history = [*stored, *(m for m in added if not isinstance(m, AgentMessage))]
-        turn = Turn(
-            customer_text=event.customer_text,
-            agent_text=event.agent_text,
-            tool_calls=event.tool_calls,
-            history=history,
-        )
-        cooling = self.store.cooldown_active(ctx, now, owner=turn_id)
-        verdict = self.judge_for(config).evaluate(turn, cooldown_active=cooling)
-        if verdict.decision == "intervene" and not self.store.claim_cooldown(
-            ctx, now, config.cooldown_s, config.state_ttl_s, owner=turn_id
-        ):
-            verdict = verdict.model_copy(
-                update={"decision": "allow", "cooldown_suppressed": True, "buffer_text": None}
+        if decided is not None:  # its cooldown was claimed when it was reached
+            verdict = decided
+        else:
+            # The event's own history wins (stateless callers send the whole conversation);
+            # otherwise the stored one plus this turn's caller line: the eval case shape.
+            if event.history:
+                history = list(event.history)
+            else:  # everything new but the agent's planned turn itself
+                history = [*stored, *(m for m in added if not isinstance(m, AgentMessage))]
+            turn = Turn(
+                customer_text=event.customer_text,
+                agent_text=event.agent_text,
+                tool_calls=event.tool_calls,
+                history=history,
             )
+            cooling = self.store.cooldown_active(ctx, now, owner=owner)
+            verdict = self.judge_for(config).evaluate(turn, cooldown_active=cooling)
+            if verdict.decision == "intervene" and not self.store.claim_cooldown(
+                ctx, now, config.cooldown_s, config.state_ttl_s, owner=owner
+            ):
+                verdict = verdict.model_copy(
+                    update={"decision": "allow", "cooldown_suppressed": True, "buffer_text": None}
+                )
 
         recorded = self.store.record_turn(
             ctx,
             turn_id,
-            added,
+            added if record_history else [],
             verdict,
             now,
             config.state_ttl_s,

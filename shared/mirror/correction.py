@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mirror.judge.checks.rules import triggered
 from mirror.judge.text import find_phrase
-from mirror.llm.base import LLMTimeout
 from mirror.models import (
     CallContext,
     CustomerMessage,
@@ -57,6 +56,16 @@ from mirror.state import StateStore, StateStoreError
 
 if TYPE_CHECKING:
     from mirror.llm.base import LLMClient
+
+try:
+    from mirror.llm.base import LLMTimeout
+except ModuleNotFoundError as _missing:  # pragma: no cover - until mirror.llm ships
+    if _missing.name not in ("mirror.llm", "mirror.llm.base"):
+        raise
+
+    class LLMTimeout(Exception):  # type: ignore[no-redef]
+        """Stand-in: `TimeoutError` still classifies timeouts."""
+
 
 Source = Literal["llm", "template"]
 Part = Literal["line", "note"]

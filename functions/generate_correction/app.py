@@ -149,6 +149,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if result.replayed:
         metrics.add_metric(name="CorrectionReplays", unit=MetricUnit.Count, value=1)
     else:
+        metrics.add_metric(name="Corrections", unit=MetricUnit.Count, value=1)
         _count("CorrectionSource", {"part": "line", "source": result.source})
         _count("CorrectionSource", {"part": "note", "source": result.note_source})
         for rejection in result.rejected:

@@ -234,7 +234,7 @@ _CALLER_VOICE = re.compile(
     r"\bmy (?:order|pizzas?|booking|reservations?|account|card|address|payment|refund|flights?"
     r"|bags?|baggage|items?|package|delivery|number|email|phone|name|details|tickets?|trip"
     r"|subscription|plan|money|purchase)\b"
-    r"|\bI (?:want|wanted|need|needed|would like|'d like)\b" + _AGENT_PURPOSE + r""
+    r"|\bI(?: want| wanted| need| needed| would like|'d like)\b" + _AGENT_PURPOSE + r""
     r"|\bI (?:ordered|asked for|changed my mind|didn't ask|did not ask|never asked|didn't order"
     r"|never ordered)\b|\bcan I (?:get|have|order)\b|\bI'll (?:take|have)\b",
     re.IGNORECASE,
@@ -279,10 +279,10 @@ def line_problem(line: str, forbidden: Iterable[str] = ()) -> str | None:
         return "too_long"
     if _MARKUP.search(line):
         return "markup"
-    if _SPEAKER_LABEL.search(line) or _META.search(line):
-        return "meta"
     if _IMPERATIVE_START.search(line) or _INSTRUCTION.search(line):
         return "instruction"
+    if _SPEAKER_LABEL.search(line) or _META.search(line):
+        return "meta"
     if _CALLER_VOICE.search(line):
         return "caller_voice"
     lowered = line.lower()

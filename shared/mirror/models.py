@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mirror.llm.settings import LLMSettings, Tier1Settings
 from mirror.policy import compile_policies
 
 MAX_TEXT_CHARS = 8_000
@@ -166,6 +167,10 @@ class MirrorConfig(BaseModel):
     history_limit: int = Field(200, ge=1, le=MAX_HISTORY_MESSAGES)
     """Messages kept per call in the state store (oldest dropped first)."""
     state_ttl_s: int = Field(7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
+    tier1: Tier1Settings | None = None
+    """The Tier 1 zero-shot classifier (`mirror.llm.build_remote_tiers`); None: no Tier 1."""
+    llm: LLMSettings | None = None
+    """The Tier 2 LLM judge (`mirror.llm.build_remote_tiers`); None: no Tier 2."""
 
     @field_validator("policies")
     @classmethod

@@ -26,6 +26,7 @@ from mirror.correction import (
     fallback_result,
 )
 from mirror.errors import validation_error_response
+from mirror.llm.base import LLMClient
 from mirror.models import MirrorConfig
 from mirror.redact import redact, redact_event
 from mirror.state import DynamoDBStateStore
@@ -59,17 +60,12 @@ _service: CorrectionService | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 
 
-def build_llm(config: MirrorConfig) -> Any | None:
+def build_llm(config: MirrorConfig) -> LLMClient | None:
     """The LLM client from the config's `llm` settings or the standard env vars; None (templates
-    only) when none is configured or it cannot be built. Imported here, never at module import:
-    the SDKs are heavy and only needed when an LLM is configured."""
-    try:
-        from mirror.llm import build_llm_client, llm_settings_from_env
-    except ModuleNotFoundError as e:
-        if e.name != "mirror.llm":
-            raise  # mirror.llm exists but a dependency of it is missing: a packaging bug
-        logger.warning("mirror.llm is not available; corrections use templates only")
-        return None
+    only) when none is configured or it cannot be built. Built on first use, never at import:
+    the adapters load their SDKs (openai, botocore's bedrock-runtime) only when configured."""
+    from mirror.llm import build_llm_client, llm_settings_from_env
+
     try:
         settings = getattr(config, "llm", None) or llm_settings_from_env()
         return None if settings is None else build_llm_client(settings)

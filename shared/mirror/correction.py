@@ -32,12 +32,13 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mirror.judge.checks.rules import triggered
 from mirror.judge.text import find_phrase
+from mirror.llm.base import LLMClient, LLMTimeout
 from mirror.models import (
     CallContext,
     CustomerMessage,
@@ -53,19 +54,6 @@ from mirror.models import (
 )
 from mirror.policy import compile_policies
 from mirror.state import StateStore, StateStoreError
-
-if TYPE_CHECKING:
-    from mirror.llm.base import LLMClient
-
-try:
-    from mirror.llm.base import LLMTimeout
-except ModuleNotFoundError as _missing:  # pragma: no cover - until mirror.llm ships
-    if _missing.name not in ("mirror.llm", "mirror.llm.base"):
-        raise
-
-    class LLMTimeout(Exception):  # type: ignore[no-redef]
-        """Stand-in: `TimeoutError` still classifies timeouts."""
-
 
 Source = Literal["llm", "template"]
 Part = Literal["line", "note"]

@@ -29,6 +29,7 @@ SHARED = REPO / "shared"
 # the first invocation does before its first request: build the AWS clients). One line each.
 HANDLERS: dict[str, tuple[str, str]] = {
     "score_turn": ("functions/score_turn/app.py", "app.service().store.connect()"),
+    "gate_tool": ("functions/gate_tool/app.py", "app.service()"),
     "generate_correction": (
         "functions/generate_correction/app.py",
         "app.service().store.connect()",

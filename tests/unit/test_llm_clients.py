@@ -754,6 +754,7 @@ def test_settings_from_env() -> None:
         (dict(provider="bedrock", model="m", base_url=SELENE_BASE), "base_url"),
         (dict(provider="bedrock", model="m", api_key_secret="s"), "IAM"),
         (dict(bedrock_region="us-east-1"), "bedrock_region"),
+        (dict(provider="bedrock"), "Bedrock model id"),
         (dict(max_retries=9), "max_retries"),
     ],
 )

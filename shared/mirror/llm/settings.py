@@ -64,6 +64,8 @@ class LLMSettings(BaseModel):
         if self.base_url is not None and self.provider != "openai":
             raise ValueError("base_url is only for provider openai (OpenAI-compatible endpoints)")
         if self.provider == "bedrock":
+            if "model" not in self.model_fields_set:
+                raise ValueError("provider bedrock needs model (a Bedrock model id)")
             if self.api_key_secret or self.api_key_env:
                 raise ValueError("provider bedrock authenticates with the function's IAM role")
         elif self.bedrock_region is not None:

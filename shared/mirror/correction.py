@@ -154,7 +154,7 @@ class CorrectionResult(BaseModel):
     source: Source
     """Where `correction_text` came from."""
     note_source: Source
-    reason_code: ReasonCode | str
+    reason_code: ReasonCode
     check: str | None
     llm: str | None = None
     """The LLM client's name when one was asked."""
@@ -806,8 +806,10 @@ class CorrectionService:
         """Compose the correction and store its note for the agent's next turn, once per turn.
 
         A failing store never withholds the correction (the caller must hear something): the
-        result says `note_stored: false` and the errors are returned for counting.
+        result says `note_stored: false` and the errors are returned for counting. `budget_s`
+        counts from this call: the reads before the LLM call are taken out of the LLM's share.
         """
+        started = time.monotonic()
         ctx = event.context()
         now = self.clock()
         errors: list[str] = []
@@ -836,6 +838,8 @@ class CorrectionService:
             if event.customer_text.strip() and not _has_caller_line(history, event.customer_text):
                 history.append(CustomerMessage(role="customer", text=event.customer_text))
 
+        if budget_s is not None:
+            budget_s -= time.monotonic() - started
         correction = await self.compose(event, config, history, budget_s=budget_s)
         result = _result(ctx, turn_id, correction)
         try:

@@ -137,11 +137,21 @@ def test_llm_line_and_note_are_used_and_the_note_requires_a_yes() -> None:
     assert call["timeout_s"] == pytest.approx(1.7)
 
 
-def test_the_budget_caps_the_llm_timeout() -> None:
+class SlowStore(InMemoryStateStore):
+    def get_call_meta(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return super().get_call_meta(*args, **kwargs)
+
+
+def test_the_budget_caps_the_llm_timeout_after_the_reads() -> None:
     llm = FakeLLM()
     service = CorrectionService(InMemoryStateStore(), llm, llm_timeout_s=2.5)
     generate(service, budget_s=0.9)
-    assert llm.calls[0]["timeout_s"] == pytest.approx(0.9)
+    assert llm.calls[0]["timeout_s"] == pytest.approx(0.9, abs=0.05)
+
+    llm = FakeLLM()
+    generate(CorrectionService(SlowStore(), llm, llm_timeout_s=2.5), budget_s=0.9)
+    assert 0.5 < llm.calls[0]["timeout_s"] <= 0.6  # the slow read came out of the budget
 
 
 def test_no_time_left_skips_the_llm() -> None:

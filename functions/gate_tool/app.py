@@ -32,14 +32,10 @@ _service: GateService | None = None
 
 
 def _remote_tiers(config: MirrorConfig) -> list[RemoteTier]:
-    """The LLM / classifier tiers the config asks for; none while `mirror.llm` is not shipped.
-    Imported here, not at module level: its clients are heavy and built only when configured."""
-    try:
-        from mirror.llm import build_remote_tiers
-    except ModuleNotFoundError as e:
-        if e.name != "mirror.llm":
-            raise  # mirror.llm exists but a dependency of it is missing: a packaging bug
-        return []
+    """Tier 1 / Tier 2 as the config asks (none: Tier 0 only), built once per container.
+    Imported here, not at module level: the factory loads an SDK only for a configured tier."""
+    from mirror.llm import build_remote_tiers
+
     return list(build_remote_tiers(config))
 
 

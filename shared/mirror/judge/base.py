@@ -50,7 +50,7 @@ _ID_KEY_WORDS = frozenset(
 )
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ArgValue:
     path: str
     key: str

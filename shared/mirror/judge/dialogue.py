@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from mirror.judge import text as tx
-from mirror.models import AgentMessage, CustomerMessage, Message, ToolMessage, Turn
+from mirror.models import AgentMessage, CustomerMessage, Message, Turn
 
 T = TypeVar("T")
 
@@ -58,14 +58,16 @@ class Group:
 
 
 class Utterance:
-    """A caller or agent line, lower-cased; its letters-and-digits form is built on demand."""
+    """A caller or agent line, lower-cased; its letters-and-digits form and its tokens are
+    built on demand, once."""
 
-    __slots__ = ("role", "text", "_alnum")
+    __slots__ = ("role", "text", "_alnum", "_tokens")
 
     def __init__(self, role: str, text: str) -> None:
         self.role = role  # "customer" or "agent"
         self.text = text
         self._alnum: str | None = None
+        self._tokens: list[tuple[str, float | None]] | None = None
 
     @property
     def alnum(self) -> str:
@@ -73,11 +75,52 @@ class Utterance:
             self._alnum = tx.alnum(self.text)
         return self._alnum
 
+    @property
+    def tokens(self) -> list[tuple[str, float | None]]:
+        """`tx.token_numbers` of the line: every number-aware check reads these."""
+        if self._tokens is None:
+            self._tokens = tx.token_numbers(self.text)
+        return self._tokens
+
 
 class Dialogue:
+    __slots__ = (
+        "turn", "utterances", "callers", "caller_lines", "tool_outputs", "_last", "_memo",
+        "__dict__",
+    )  # fmt: skip
+
     def __init__(self, turn: Turn) -> None:
+        """One pass over the history: every turn needs its caller lines and its last words."""
         self.turn = turn
         self._memo: dict[tuple[Callable[[str], Any], str], Any] = {}
+        utterances: list[Utterance] = []
+        tool_outputs: list[str] = []
+        last: tuple[str, str] | None = None
+        last_caller: str | None = None
+        for m in turn.history:
+            role = m.role
+            text = m.text
+            if role == "tool":
+                tool_outputs.append(text)
+            elif text and not text.isspace():
+                utterances.append(Utterance(role, text.lower()))
+                last = role, text
+                if role == "customer":
+                    last_caller = text
+            elif role == "customer":
+                last, last_caller = (role, text), text
+        # `customer_text` is the history's newest caller line when the history has it (the
+        # eval case shape); otherwise it is a new line that comes after the history.
+        wanted = turn.customer_text.strip().lower()
+        if wanted and (last_caller is None or last_caller.strip().lower() != wanted):
+            utterances.append(Utterance("customer", wanted))
+            last = "customer", turn.customer_text
+        self.utterances = utterances
+        """Caller and agent lines, oldest first, with the turn's own caller line last."""
+        self.callers = [u for u in utterances if u.role == "customer"]
+        self.caller_lines = [u.text for u in self.callers]
+        self.tool_outputs = tool_outputs
+        self._last = last
 
     def scan(self, fn: Callable[[str], T], text: str) -> T:
         """`fn(text)`, computed once per turn: several checks read the same lines."""
@@ -91,43 +134,12 @@ class Dialogue:
     # -- messages ---------------------------------------------------------------------------
 
     @cached_property
-    def utterances(self) -> list[Utterance]:
-        """Caller and agent lines, oldest first, with the turn's own caller line last."""
-        out: list[Utterance] = []
-        for m in self.turn.history:
-            if isinstance(m, CustomerMessage | AgentMessage) and m.text.strip():
-                out.append(Utterance(m.role, m.text.lower()))
-        if self._caller_line_missing:
-            out.append(Utterance("customer", self.turn.customer_text.strip().lower()))
-        return out
-
-    @cached_property
-    def _caller_line_missing(self) -> bool:
-        """`customer_text` is the history's newest caller line when the history has it (the eval
-        case shape); otherwise it is a new line that comes after the history."""
-        wanted = self.turn.customer_text.strip().lower()
-        if not wanted:
-            return False
-        for m in reversed(self.turn.history):
-            if isinstance(m, CustomerMessage):
-                return m.text.strip().lower() != wanted
-        return True
-
-    @cached_property
-    def caller_lines(self) -> list[str]:
-        return [u.text for u in self.utterances if u.role == "customer"]
-
-    @cached_property
     def caller_text(self) -> str:
         return "\n".join(self.caller_lines)
 
     @cached_property
     def caller_alnum(self) -> str:
-        return "|".join(u.alnum for u in self.utterances if u.role == "customer")
-
-    @cached_property
-    def tool_outputs(self) -> list[str]:
-        return [m.text for m in self.turn.history if isinstance(m, ToolMessage)]
+        return "|".join(u.alnum for u in self.callers)
 
     @cached_property
     def tool_text(self) -> str:
@@ -137,14 +149,15 @@ class Dialogue:
     def _tool_lowers(self) -> list[str]:
         return [t.lower() for t in self.tool_outputs]
 
-    def last_meaningful(self) -> CustomerMessage | AgentMessage | None:
-        """The newest caller line or agent line with words (tool traffic skipped)."""
-        if self._caller_line_missing:
-            return CustomerMessage(role="customer", text=self.turn.customer_text)
-        for m in reversed(self.turn.history):
-            if isinstance(m, CustomerMessage) or (isinstance(m, AgentMessage) and m.text.strip()):
-                return m
-        return None
+    @cached_property
+    def agent(self) -> Utterance:
+        """The agent's planned words for this turn."""
+        return Utterance("agent", self.turn.agent_text.lower())
+
+    def last_meaningful(self) -> tuple[str, str] | None:
+        """(role, text) of the newest caller line or agent line with words (tool traffic
+        skipped)."""
+        return self._last
 
     # -- grounding --------------------------------------------------------------------------
 
@@ -161,12 +174,7 @@ class Dialogue:
 
     @cached_property
     def caller_numbers(self) -> set[float]:
-        return {
-            v
-            for line in self.caller_lines
-            for _, v in self.scan(tx.token_numbers, line)
-            if v is not None
-        }
+        return {v for u in self.callers for _, v in u.tokens if v is not None}
 
     @cached_property
     def tool_numbers(self) -> set[float]:

@@ -8,6 +8,7 @@ nothing is compiled or cached per phrase.
 from __future__ import annotations
 
 import re
+from itertools import repeat
 
 WORD_NUMBERS = {
     "zero": 0, "no": 0, "none": 0, "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "couple": 2,
@@ -155,22 +156,26 @@ _PUNCTUATION = "\"'“”‘’.,!?;:()[]{}*"
 
 
 def token_numbers(text: str) -> list[tuple[str, float | None]]:
-    """Each whitespace token of lower-cased `text`, trimmed of punctuation, with its value when
-    it is a number ('$1,126.04', 'two'). str.split, not a regex: this runs on every line."""
-    out: list[tuple[str, float | None]] = []
-    for raw in text.split():
-        tok = raw.strip(_PUNCTUATION)
-        if not tok:
-            continue
-        bare = tok.lstrip("$")
-        if bare[:1].isdigit():
-            try:
-                out.append((bare, float(bare.replace(",", ""))))
-            except ValueError:  # '5199551w' or '2024-05-15': not a count
-                out.append((bare, None))
-        else:
-            out.append((tok, _COUNTABLE_WORDS.get(tok)))
-    return out
+    """Each token of lower-cased `text` with its value when it is a number ('$1,126.04', 'two').
+    str.split and C-level maps; only tokens that start with a digit or '$' are parsed in
+    Python: this runs on every line."""
+    toks = list(filter(None, map(str.strip, text.split(), repeat(_PUNCTUATION))))
+    values: list[float | None] = list(map(_COUNTABLE_WORDS.get, toks))
+    if _ANY_DIGIT.search(text) is not None:
+        for i, tok in enumerate(toks):
+            if tok[0] in _NUMBER_START:
+                bare = tok.lstrip("$")
+                if bare[:1].isdigit():
+                    toks[i] = bare
+                    try:
+                        values[i] = float(bare.replace(",", ""))
+                    except ValueError:  # '5199551w' or '2024-05-15': not a count
+                        pass
+    return list(zip(toks, values, strict=True))
+
+
+_NUMBER_START = frozenset("0123456789$")
+_ANY_DIGIT = re.compile(r"\d")
 
 
 def emails(text: str) -> set[str]:

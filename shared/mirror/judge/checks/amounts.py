@@ -13,7 +13,7 @@ from typing import Any
 
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding, key_words, short
-from mirror.judge.dialogue import Dialogue
+from mirror.judge.dialogue import Utterance
 
 _GENERIC = frozenset(
     "total num number count new old id ids amount value qty quantity of per the".split()
@@ -39,9 +39,9 @@ def counted_pairs(toks: list[tuple[str, float | None]]) -> list[tuple[float, str
     return pairs
 
 
-def _pairs(d: Dialogue, text: str) -> list[tuple[float, str, int]]:
+def _pairs(u: Utterance) -> list[tuple[float, str, int]]:
     """A line's (number, noun) pairs, from the tokens the turn already scanned for grounding."""
-    return counted_pairs(d.scan(tx.token_numbers, text))
+    return counted_pairs(u.tokens)
 
 
 def _same_thing(noun: str, words: set[str]) -> bool:
@@ -88,7 +88,7 @@ class AmountConsistency:
                 if not words:
                     continue
                 for u in reversed(d.utterances):
-                    stated = _stated(_pairs(d, u.text), words, all_words=not quantity)
+                    stated = _stated(_pairs(u), words, all_words=not quantity)
                     if stated:
                         if float(value) not in stated:
                             yield Finding(
@@ -105,12 +105,13 @@ class AmountConsistency:
     def _speech(self, inp: CheckInput, score: float) -> Iterator[Finding]:
         """The agent repeats a count back differently from the caller's last line."""
         d = inp.dialogue
-        agent = inp.turn.agent_text.lower()
-        agent_pairs = _pairs(d, agent) if agent else []
-        if not agent_pairs or not d.caller_lines:
+        if not inp.turn.agent_text or not d.callers:
+            return
+        agent_pairs = _pairs(d.agent)
+        if not agent_pairs:
             return
         said: dict[str, float] = {}
-        for value, noun, _ in _pairs(d, d.caller_lines[-1]):
+        for value, noun, _ in _pairs(d.callers[-1]):
             said[noun] = value  # the last mention wins: "two, actually three pizzas"
         for value, noun, _ in agent_pairs:
             for caller_noun, caller_value in said.items():

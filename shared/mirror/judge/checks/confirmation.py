@@ -6,15 +6,16 @@ import re
 from collections.abc import Iterator
 
 from mirror.judge.base import CheckInput, Finding
-from mirror.models import AgentMessage
 
+# Each pattern starts with \b so the alternation is tried only at word starts, not at every
+# character: these run on every caller line.
 _YES = re.compile(
-    r"(?<![a-z])(?:yes|yeah|yep|yup|sure|ok|okay|alright|correct|confirm(?:ed)?|affirmative|"
+    r"\b(?:yes|yeah|yep|yup|sure|ok|okay|alright|correct|confirm(?:ed)?|affirmative|"
     r"absolutely|definitely|of course|go ahead|proceed|please do|do it|do that|sounds good|"
     r"that'?s right|that'?s fine|that works|perfect|agreed|i agree|let'?s do)(?![a-z])"
 )
 _CHANGE_OF_MIND = re.compile(
-    r"^\s*(?:no|nope|nah|not yet)(?![a-z])|(?<![a-z])(?:wait|hold on|hang on|never ?mind|"
+    r"^\s*(?:no|nope|nah|not yet)(?![a-z])|\b(?:wait|hold on|hang on|never ?mind|"
     r"not yet|scratch that|actually|instead|on second thought|don'?t|do not)(?![a-z])"
 )
 
@@ -35,10 +36,10 @@ class Confirmation:
         last = inp.dialogue.last_meaningful()
         if last is None:
             why = "nobody has spoken yet"
-        elif isinstance(last, AgentMessage):
+        elif last[0] == "agent":
             why = "the agent spoke after the caller's last words and got no yes"
-        elif not is_confirmation(last.text):
-            why = f"the caller's last words are not a yes: {last.text[:80]!r}"
+        elif not is_confirmation(last[1]):
+            why = f"the caller's last words are not a yes: {last[1][:80]!r}"
         else:
             return
         score = inp.config.check_score(self.id, self.default_score)

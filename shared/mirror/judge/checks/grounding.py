@@ -41,7 +41,6 @@ class Grounding:
     default_score = 0.95
 
     def run(self, inp: CheckInput) -> Iterator[Finding]:
-        score = inp.config.check_score(self.id, self.default_score)
         for call in inp.irreversible:
             for arg in arg_values(call.args):
                 if arg.kind not in _CHECKED:
@@ -54,7 +53,7 @@ class Grounding:
                 yield Finding(
                     self.id,
                     code,
-                    score,
+                    inp.config.check_score(self.id, self.default_score),
                     f"{call.name}.{arg.path}={short(arg.value)!s} appears nowhere in what the "
                     "caller said or a tool returned",
                     call.id,

@@ -22,6 +22,8 @@ class ObjectIdentity:
     default_score = 0.9
 
     def run(self, inp: CheckInput) -> Iterator[Finding]:
+        if not inp.irreversible or not inp.dialogue.tool_outputs:
+            return  # siblings come from tool outputs only
         score = inp.config.check_score(self.id, self.default_score)
         for call in inp.irreversible:
             targets = list(_target_args(call.args))

@@ -15,11 +15,11 @@ from typing import Any
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding
 
-_MARKER = re.compile(
-    r"(?<![a-z])(?:actually|no wait|wait|sorry|i mean|i meant|scratch that|make that|"
+_MARKER = re.compile(  # \b first: the alternation is tried at word starts only
+    r"\b(?:actually|no wait|wait|sorry|i mean|i meant|scratch that|make that|"
     r"on second thought|change (?:that|it) to|rather)(?![a-z])"
 )
-_INSTEAD_OF = re.compile(r"(?<![a-z])instead of(?![a-z])")
+_INSTEAD_OF = re.compile(r"\binstead of(?![a-z])")
 _SENTENCE = re.compile(r"[.!?\n]")
 _FILLER = frozenset(
     "make it that change to let's lets do go with i i'd id want would like please can you get "

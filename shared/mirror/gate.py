@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mirror.config import config_for_event
 from mirror.judge import Finding, Judge, RemoteTier
 from mirror.judge.dialogue import caller_line_is_current
+from mirror.llm.base import LLMTimeout
 from mirror.models import (
     MAX_HISTORY_MESSAGES,
     MAX_POLICIES,
@@ -228,9 +229,8 @@ class _ObservedTier:
             raise
         except Exception as e:
             if failures is not None:
-                failures[self.tier] = (
-                    "tier_timeout" if isinstance(e, TimeoutError) else "tier_error"
-                )
+                timed_out = isinstance(e, TimeoutError | LLMTimeout)  # the client's own budget
+                failures[self.tier] = "tier_timeout" if timed_out else "tier_error"
             raise
 
 

@@ -23,6 +23,7 @@ from mirror.gate import (
     idempotency_layer,
 )
 from mirror.judge import Finding
+from mirror.llm.base import LLMTimeout, LLMUnavailable
 from mirror.models import (
     AgentMessage,
     CallContext,
@@ -262,8 +263,10 @@ def test_remote_tier_runs_when_tier0_is_silent_and_can_block() -> None:
         (FakeTier(delay=1.0), "tier_timeout"),
         (FakeTier(error=RuntimeError("HTTP 500")), "tier_error"),
         (FakeTier(error=TimeoutError("read timed out")), "tier_timeout"),
+        (FakeTier(error=LLMTimeout("tier2 gpt-4o-mini: timed out")), "tier_timeout"),
+        (FakeTier(error=LLMUnavailable("tier2 gpt-4o-mini: HTTP 503")), "tier_error"),
     ],
-    ids=["slow", "error", "client-timeout"],
+    ids=["slow", "error", "client-timeout", "llm-timeout", "llm-unavailable"],
 )
 def test_remote_tier_failure_holds_irreversible_calls(tier: FakeTier, kind: str) -> None:
     store = InMemoryStateStore()

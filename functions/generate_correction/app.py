@@ -130,9 +130,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     logger.debug("correction request", extra={"event": redact_event(event)})
     turn_id = parsed.turn_id or context.aws_request_id
     config = config_for(parsed)
-    budget_s = context.get_remaining_time_in_millis() / 1000 - RESERVE_S
     try:
-        generated = run(service().generate(parsed, config, turn_id, budget_s=budget_s))
+        corrections = service()  # the first call builds the clients: read the clock after it
+        budget_s = context.get_remaining_time_in_millis() / 1000 - RESERVE_S
+        generated = run(corrections.generate(parsed, config, turn_id, budget_s=budget_s))
     except Exception:  # a bug must not leave the caller in silence: speak the template
         logger.exception("correction failed; returning the template")
         metrics.add_metric(name="CorrectionErrors", unit=MetricUnit.Count, value=1)

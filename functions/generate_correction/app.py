@@ -67,7 +67,7 @@ def build_llm(config: MirrorConfig) -> LLMClient | None:
     from mirror.llm import build_llm_client, llm_settings_from_env
 
     try:
-        settings = getattr(config, "llm", None) or llm_settings_from_env()
+        settings = config.llm or llm_settings_from_env()
         return None if settings is None else build_llm_client(settings)
     except Exception:  # a bad LLM setting must not take the spoken correction down with it
         logger.exception("LLM client could not be built; corrections use templates only")

@@ -432,7 +432,8 @@ def test_stored_history_is_used_without_the_turn_scoreturn_already_recorded() ->
     ]
     verdict = Verdict(decision="allow", score=0.0)
     assert store.record_turn(CTX, "t1", recorded, verdict, now, 3600, 200)
-    ev = event(CANCEL, history=[], customer_text="Yes, go ahead.")
+    # the caller's yes is already stored: the event brings only the planned call
+    ev = event(CANCEL, history=[], customer_text="")
     assert only(gate(GateService(store, clock=lambda: now), ev)).decision == "allow"
 
     # without the yes in the store, this turn's caller line is appended and judged

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from mirror.correction import CONFIRM_SUFFIX, CorrectionResult, CorrectionService
-from mirror.models import CallContext
+from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
 from tests.unit.conftest import REPO_ROOT, TEST_REGION
 from tests.unit.test_correction_service import GOOD_LINE, GOOD_NOTE, FakeLLM
@@ -451,6 +451,17 @@ def test_an_llm_from_the_environment_is_built(
     monkeypatch.setenv("MIRROR_LLM_MODEL", "gpt-4o-mini")
     client = app.build_llm(app.BASE_CONFIG)
     assert client is not None and client.name == "openai:gpt-4o-mini"
+
+
+def test_the_configs_llm_settings_win_over_the_environment(
+    app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mirror.llm import LLMSettings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")
+    config = MirrorConfig(llm=LLMSettings(provider="openai", model="judge-model-x"))
+    client = app.build_llm(config)
+    assert client is not None and client.name == "openai:judge-model-x"
 
 
 def test_a_bad_llm_setting_falls_back_to_templates(

@@ -1,5 +1,6 @@
 """Tier 0 latency per turn: the eval gate files (full history, nothing cached across cases:
-every turn builds its own grounding index) and one short synthetic turn. --json prints JSON.
+every turn builds its own grounding index) and one short synthetic turn; and LLM routing on the
+turn-scoring files: which turns the judge sends on to a remote tier. --json prints JSON.
 
     python benchmarks/judge.py --eval-dir ../shared/eval/dev --json
 """
@@ -7,6 +8,7 @@ every turn builds its own grounding index) and one short synthetic turn. --json 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from mirror.evaluation import load_cases, percentile
 from mirror.judge import Judge
-from mirror.models import MirrorConfig, Turn
+from mirror.judge.base import Finding
+from mirror.models import MirrorConfig, Tier, Turn
 
 SHORT_TURN = Turn.model_validate(
     {
@@ -56,6 +59,44 @@ def short_latencies(n: int) -> list[float]:
     return [_time_us(judge, SHORT_TURN) for _ in range(n)]
 
 
+class _CountingTier:
+    """A remote tier that only counts the turns that reach it (and is never confident)."""
+
+    tier: Tier = "tier2"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
+        self.calls += 1
+        return None
+
+
+def llm_routing(eval_dir: Path) -> dict[str, float | int]:
+    """On the turn-scoring files: the share of allow turns decided with no LLM call, and the
+    share of intervene turns that reach an LLM tier, through `Judge.aevaluate`."""
+    cases = load_cases(sorted(eval_dir.glob("complibench_*.jsonl")))
+    if not cases:
+        raise SystemExit(f"no turn-scoring files (complibench_*.jsonl) in {eval_dir}")
+    reached = {"allow": [0, 0], "intervene": [0, 0]}
+    for case in cases:
+        tier = _CountingTier()
+        judge = Judge(case.config(), [tier])
+        asyncio.run(judge.aevaluate(case.turn))
+        counts = reached.get(case.expect.decision)
+        if counts is not None:
+            counts[0] += tier.calls > 0
+            counts[1] += 1
+    allow, intervene = reached["allow"], reached["intervene"]
+    return {
+        "no_llm_share_allow": round(1 - allow[0] / allow[1], 3) if allow[1] else 0.0,
+        "llm_routing_recall_intervene": round(intervene[0] / intervene[1], 3)
+        if intervene[1]
+        else 0.0,
+        "routing_cases": allow[1] + intervene[1],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-dir", type=Path, default=Path("../shared/eval/dev"))
@@ -73,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "short_p50_us": round(percentile(short, 50), 2),
         "short_p99_us": round(percentile(short, 99), 2),
         "cases": cases,
+        **llm_routing(args.eval_dir),
     }
     if args.json:
         print(json.dumps(figures))

@@ -43,6 +43,35 @@ class Rule:
 class CompiledPolicies:
     rules: tuple[Rule, ...]
     prose: tuple[str, ...]
+    scripted: frozenset[str] = frozenset()
+    """Lines the prose quotes for the agent to say word for word ("Use: 'Hi and welcome…'"),
+    in `script_form`."""
+
+    def is_scripted(self, agent_text: str) -> bool:
+        """The agent says exactly one of the operator's scripted lines."""
+        return bool(self.scripted) and script_form(agent_text) in self.scripted
+
+
+_SCRIPT_QUOTE = re.compile(
+    r"""(?:^|(?<=[\s:(]))(?:'(.+?)'|"(.+?)"|“(.+?)”)(?=$|[\s.,;:)!?])"""
+)
+SCRIPT_MIN_WORDS = 5
+"""A quoted passage this long is a line to say, not a term ("the 'basic' fare")."""
+
+
+def script_form(text: str) -> str:
+    """Lower-case words only: punctuation and spacing differ between a script and speech."""
+    return " ".join(re.findall(r"[^\W_]+(?:'[^\W_]+)?", text.lower().replace("’", "'")))
+
+
+def scripted_lines(prose: tuple[str, ...] | list[str]) -> frozenset[str]:
+    out = set()
+    for policy in prose:
+        for m in _SCRIPT_QUOTE.finditer(policy):
+            line = script_form(next(g for g in m.groups() if g is not None))
+            if line.count(" ") + 1 >= SCRIPT_MIN_WORDS:
+                out.add(line)
+    return frozenset(out)
 
 
 _HEAD = re.compile(r"^\s*(FORBID|REQUIRE)\b\s*:?\s*", re.IGNORECASE)
@@ -103,4 +132,4 @@ def compile_policies(policies: list[str] | tuple[str, ...]) -> CompiledPolicies:
                 raise PolicyError(f"policies[{i}]: {e}") from None
         elif policy.strip():
             prose.append(policy.strip())
-    return CompiledPolicies(tuple(rules), tuple(prose))
+    return CompiledPolicies(tuple(rules), tuple(prose), scripted_lines(prose))

@@ -108,3 +108,43 @@ def test_failed_tier_holds_irreversible_calls_and_fails_open_for_speech(failure:
         ).aevaluate(CONFIRMED)
     )
     assert opened.decision == "allow" and opened.should_report
+
+
+GREETING = "Hi and welcome to Celestar Air. I'm Nova, how can I help?"
+SCRIPTED = MirrorConfig(policies=[f"Step 1: greet the caller. Use: '{GREETING}'"])
+
+
+def _reaches_remote(cfg: MirrorConfig, t: Turn) -> bool:
+    tier = _Tier("tier2")
+    asyncio.run(Judge(cfg, [tier]).aevaluate(t))
+    return tier.calls == 1
+
+
+def test_routing_sends_every_turn_tier0_cannot_prove_clean() -> None:
+    # Ordinary speech, silence and irreversible calls all reach the LLM tier.
+    assert _reaches_remote(SCRIPTED, turn(("customer", "hi"), agent_text="Sure, one moment."))
+    assert _reaches_remote(SCRIPTED, turn(("customer", "Can you help?"), agent_text=""))
+    assert _reaches_remote(MirrorConfig(), CONFIRMED)
+    # Words close to the script are not the script.
+    assert _reaches_remote(SCRIPTED, turn(agent_text=GREETING + " Your code, please?"))
+
+
+def test_routing_keeps_back_only_what_tier0_proves() -> None:
+    # The operator's scripted line, said word for word (punctuation and case aside).
+    assert not _reaches_remote(SCRIPTED, turn(agent_text=GREETING.upper().replace(",", "")))
+    # Tier 0 already decided.
+    assert not _reaches_remote(MirrorConfig(), UNCONFIRMED)
+    # Reversible calls without words fail open: nothing to hold.
+    reversible = turn(("customer", "Find my order."), calls=[call("get_order", order_id="#W1")])
+    assert not _reaches_remote(MirrorConfig(), reversible)
+
+
+def test_scripted_lines_need_a_quoted_sentence() -> None:
+    from mirror.policy import compile_policies
+
+    compiled = compile_policies(
+        ["Offer the 'basic' fare first.", 'Say "Thanks for calling Acme, goodbye now" at the end.']
+    )
+    assert compiled.scripted == {"thanks for calling acme goodbye now"}
+    assert not compiled.is_scripted("basic")
+    assert compiled.is_scripted("Thanks for calling Acme — goodbye now!")

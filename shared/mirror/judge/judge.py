@@ -52,7 +52,7 @@ class Judge:
         tiers_run: list[Tier] = ["tier0"]
         failed: list[Tier] = []
         decided_by: Tier = "tier0"
-        if not self._actionable(findings):
+        if self.remote_tiers and self.needs_remote(turn, findings):
             for tier in self.remote_tiers:
                 tiers_run.append(tier.tier)
                 t0 = time.perf_counter()
@@ -73,6 +73,20 @@ class Judge:
                     findings.extend(self._failure_findings(turn, failed[-1]))
                     decided_by = failed[-1]
         return self.verdict(turn, findings, decided_by, latency, tiers_run, failed, cooldown_active)
+
+    def needs_remote(self, turn: Turn, findings: list[Finding]) -> bool:
+        """Whether a turn goes on to the remote tiers. Only what Tier 0 can prove is kept
+        back: a turn Tier 0 already decided, reversible calls with no words (they fail open
+        anyway), and an agent line the operator scripted word for word. Silence is judged
+        too: saying nothing can break a policy. Skipping a turn that needs the LLM is the
+        costly mistake, so everything else goes on."""
+        if self._actionable(findings):
+            return False
+        if any(self.config.is_irreversible(c) for c in turn.tool_calls):
+            return True  # the gate always checks arguments against intent and policy
+        if turn.tool_calls and not turn.agent_text.strip():
+            return False  # reversible calls only, no words: nothing to hold or correct
+        return not self.policies.is_scripted(turn.agent_text)
 
     def _timeout(self, tier: Tier) -> float:
         return self.config.timeouts.tier1_s if tier == "tier1" else self.config.timeouts.tier2_s

@@ -36,7 +36,11 @@ def service() -> ScoreTurnService:
     global _service
     if _service is None:
         tracer.patch(["botocore"])
-        _service = ScoreTurnService(DynamoDBStateStore(os.environ["CALL_TABLE"]))
+        from mirror.llm import build_remote_tiers  # SDKs load when a tier is built
+
+        _service = ScoreTurnService(
+            DynamoDBStateStore(os.environ["CALL_TABLE"]), remote_tiers_for=build_remote_tiers
+        )
     return _service
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from mirror.llm import llm_settings_from_env
 from mirror.models import MirrorConfig, ScoreTurnEvent
 
 CONFIG_ENV = "MIRROR_CONFIG"
@@ -20,13 +21,16 @@ class ConfigError(ValueError):
 
 
 def config_from_env(environ: Mapping[str, str] = os.environ) -> MirrorConfig:
+    """`MIRROR_CONFIG`, with the LLM from the standard variables (`OPENAI_API_KEY`,
+    `AZURE_OPENAI_ENDPOINT`, `MIRROR_LLM_PROVIDER`, ...) when the document names none."""
     raw = environ.get(CONFIG_ENV, "").strip()
-    if not raw:
-        return MirrorConfig()
     try:
-        return MirrorConfig.model_validate_json(raw)
+        config = MirrorConfig.model_validate_json(raw) if raw else MirrorConfig()
+        if config.llm is None and (llm := llm_settings_from_env(environ)) is not None:
+            config = config.model_copy(update={"llm": llm})
     except ValueError as e:
         raise ConfigError(f"{CONFIG_ENV} is not a valid Mirror config: {e}") from None
+    return config
 
 
 def config_for_event(base: MirrorConfig, event: ScoreTurnEvent) -> MirrorConfig:

@@ -10,12 +10,14 @@ Order matters for correctness under retries and races:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mirror.judge import Judge
 from mirror.judge.dialogue import caller_line_is_current
+from mirror.judge.judge import RemoteTier
 from mirror.models import (
     AgentMessage,
     CustomerMessage,
@@ -36,23 +38,62 @@ class ScoredTurn:
     """True when the verdict came from an earlier delivery of the same turn."""
 
 
+def no_remote_tiers(config: MirrorConfig) -> Sequence[RemoteTier]:
+    return ()
+
+
 @dataclass
 class ScoreTurnService:
     store: StateStore
     clock: Callable[[], float] = time.time
+    remote_tiers_for: Callable[[MirrorConfig], Sequence[RemoteTier]] = no_remote_tiers
+    """Builds a config's remote tiers (`mirror.llm.build_remote_tiers` in the functions);
+    called once per config, so SDK imports and clients are paid before any timeout starts."""
     _judges: dict[str, Judge] = field(default_factory=dict, repr=False)
 
     def judge_for(self, config: MirrorConfig) -> Judge:
-        """Judges (compiled policies) are reused per config for the container's life."""
+        """Judges (compiled policies, remote tiers) are reused per config for the container's
+        life."""
         key = config.model_dump_json()
         judge = self._judges.get(key)
         if judge is None:
             if len(self._judges) >= 64:
                 self._judges.clear()
-            judge = self._judges[key] = Judge(config)
+            judge = self._judges[key] = Judge(config, self.remote_tiers_for(config))
         return judge
 
     def score(
+        self,
+        event: ScoreTurnEvent,
+        config: MirrorConfig,
+        turn_id: str,
+        *,
+        record_history: bool = True,
+        cooldown_owner: str | None = None,
+        decided: Verdict | None = None,
+    ) -> ScoredTurn:
+        """`ascore` for synchronous callers (direct-invoke handlers, the CLI, streaming).
+
+        With no remote tiers nothing in `ascore` suspends, so its coroutine is stepped once in
+        place (no event loop: a loop costs more than Tier 0 itself); otherwise a loop runs it."""
+        coro = self.ascore(
+            event,
+            config,
+            turn_id,
+            record_history=record_history,
+            cooldown_owner=cooldown_owner,
+            decided=decided,
+        )
+        if self.judge_for(config).remote_tiers:
+            return asyncio.run(coro)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+        coro.close()
+        raise RuntimeError("ScoreTurnService.ascore suspended without remote tiers")
+
+    async def ascore(
         self,
         event: ScoreTurnEvent,
         config: MirrorConfig,
@@ -95,7 +136,11 @@ class ScoreTurnService:
                 history=history,
             )
             cooling = self.store.cooldown_active(ctx, now, owner=owner)
-            verdict = self.judge_for(config).evaluate(turn, cooldown_active=cooling)
+            judge = self.judge_for(config)
+            if judge.remote_tiers:
+                verdict = await judge.aevaluate(turn, cooldown_active=cooling)
+            else:
+                verdict = judge.evaluate(turn, cooldown_active=cooling)
             if verdict.decision == "intervene" and not self.store.claim_cooldown(
                 ctx, now, config.cooldown_s, config.state_ttl_s, owner=owner
             ):

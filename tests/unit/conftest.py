@@ -7,6 +7,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,15 @@ from typing import Any
 import pytest
 
 from mirror.local import call_table_properties, create_call_table
+
+# A developer's own LLM keys must never make a test call out: handler modules read the
+# environment at import (collection time), so this runs before any of them is imported.
+for _name in (
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_DEPLOYMENT", "OPENAI_API_VERSION", "BEDROCK_MODEL_ID", "MIRROR_LLM_PROVIDER",
+    "MIRROR_LLM_MODEL", "HF_TOKEN", "MIRROR_CONFIG",
+):  # fmt: skip
+    os.environ.pop(_name, None)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mirror.judge import Finding
 from mirror.models import (
     AgentMessage,
     CallContext,
@@ -20,6 +21,7 @@ from mirror.models import (
     MirrorConfig,
     ScoreTurnEvent,
     ToolMessage,
+    Turn,
 )
 from mirror.service import ScoredTurn, ScoreTurnService
 from mirror.state import InMemoryStateStore
@@ -446,3 +448,34 @@ def test_concurrent_deliveries_of_one_intervening_turn_still_intervene(clock: Cl
     assert set(results) == {"A", "B"}
     assert results["A"].verdict == results["B"].verdict  # retries agree (this part holds)
     assert results["A"].verdict.decision == "intervene"
+
+
+class _DecidingTier:
+    """A remote tier that finds a policy breach in every turn it sees."""
+
+    tier = "tier2"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
+        self.calls += 1
+        return [Finding("tier2_llm", "not_allowed_by_policy", 0.9, "breach", None, "tier2")]
+
+
+def test_remote_tiers_come_from_the_factory_once_per_config_and_decide() -> None:
+    tier, built = _DecidingTier(), []
+    svc = ScoreTurnService(
+        InMemoryStateStore(), remote_tiers_for=lambda cfg: built.append(cfg) or [tier]
+    )
+    cfg = MirrorConfig(policies=["Never promise a refund date."])
+    for i in range(2):
+        event = ScoreTurnEvent.model_validate(
+            {"call_id": "c1", "customer_text": "hi", "agent_text": f"Hello {i}."}
+        )
+        scored = svc.score(event, cfg, f"t{i}")
+        assert scored.verdict.decided_by == "tier2"
+        assert scored.verdict.tiers_run == ["tier0", "tier2"]
+    assert len(built) == 1 and tier.calls == 2
+    # The first intervention claimed the cooldown: the second is recorded as suppressed.
+    assert svc.store.get_verdict(event.context(), "t1", svc.clock()).cooldown_suppressed

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from mirror.evaluation import EvalReport, Ratio
+    from mirror.judge.judge import RemoteTier
     from mirror.models import Message, MirrorConfig, Turn, Verdict
 
 EXIT_USAGE = 2
@@ -143,6 +144,20 @@ def build_config(**fields: Any) -> MirrorConfig:
 # -- eval -------------------------------------------------------------------------------------
 
 
+def remote_tiers_from_env(base: MirrorConfig) -> list[RemoteTier]:
+    """The LLM tiers the standard variables configure (`OPENAI_API_KEY`, `AZURE_OPENAI_*`,
+    `MIRROR_LLM_PROVIDER`, ...); none when they name no LLM: then the run is offline."""
+    from mirror.llm import LLMError, build_remote_tiers, llm_settings_from_env
+
+    try:
+        settings = llm_settings_from_env()
+        if settings is None:
+            return []
+        return build_remote_tiers(base.model_copy(update={"llm": settings}))
+    except (ValueError, LLMError) as e:
+        raise CliError(f"LLM configuration from the environment: {e}") from None
+
+
 def _fmt_rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -214,7 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cases = load_cases(args.cases)
     except CaseError as e:
         raise CliError(str(e)) from None
-    report = run_eval(cases, base)
+    report = run_eval(cases, base, [] if args.tier0_only else remote_tiers_from_env(base))
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
         sys.stdout.flush()
@@ -361,10 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mirror", description="Mirror: a silent supervisor for voice agents.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ev = sub.add_parser("eval", help="score labelled cases (case v1 JSON Lines) with Tier 0")
+    ev = sub.add_parser(
+        "eval",
+        help="score labelled cases (case v1 JSON Lines): Tier 0, plus the LLM tiers when the "
+        "environment configures an LLM",
+    )
     ev.add_argument("cases", nargs="+", type=Path, metavar="CASES.jsonl")
     ev.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
     ev.add_argument("--threshold", type=parse_threshold, help="intervention threshold (0..1)")
+    ev.add_argument(
+        "--tier0-only", action="store_true", help="offline: ignore an LLM the environment names"
+    )
     ev.set_defaults(func=cmd_eval)
 
     rp = sub.add_parser("replay", help="judge every agent turn of a recorded call")

@@ -7,6 +7,7 @@ The judge sees only a case's input fields (`customer_text`, `agent_text`, `tool_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mirror.judge import Judge
+from mirror.judge.judge import RemoteTier
 from mirror.models import (
     MAX_POLICIES,
     Decision,
@@ -281,9 +283,19 @@ def actionable_codes(verdict: Verdict, threshold: float) -> tuple[str, ...]:
     return tuple(codes)
 
 
-def judge_case(case: Case, base_config: MirrorConfig | None = None) -> CaseResult:
+def judge_case(
+    case: Case, base_config: MirrorConfig | None = None, remote_tiers: Sequence[RemoteTier] = ()
+) -> CaseResult:
     config = case.config(base_config)
-    verdict = Judge(config).evaluate(case.turn)
+    judge = Judge(config, remote_tiers)
+    if remote_tiers:
+        verdict = asyncio.run(judge.aevaluate(case.turn))
+    else:
+        verdict = judge.evaluate(case.turn)
+    return _result(case, config, verdict)
+
+
+def _result(case: Case, config: MirrorConfig, verdict: Verdict) -> CaseResult:
     return CaseResult(
         case=case,
         verdict=verdict,
@@ -292,9 +304,26 @@ def judge_case(case: Case, base_config: MirrorConfig | None = None) -> CaseResul
     )
 
 
-def run_eval(cases: Sequence[Case], base_config: MirrorConfig | None = None) -> EvalReport:
-    """Judge every case with Tier 0 (synchronous, offline) and score the decisions."""
-    return score([judge_case(case, base_config) for case in cases])
+def run_eval(
+    cases: Sequence[Case],
+    base_config: MirrorConfig | None = None,
+    remote_tiers: Sequence[RemoteTier] = (),
+) -> EvalReport:
+    """Judge every case and score the decisions: Tier 0 alone (synchronous, offline), or with
+    the remote tiers (one event loop for the whole run; the tiers read each case's policies
+    from the config they are handed, so one set serves every case)."""
+    if not remote_tiers:
+        return score([judge_case(case, base_config) for case in cases])
+
+    async def judge_all() -> list[CaseResult]:
+        out = []
+        for case in cases:
+            config = case.config(base_config)
+            verdict = await Judge(config, remote_tiers).aevaluate(case.turn)
+            out.append(_result(case, config, verdict))
+        return out
+
+    return score(asyncio.run(judge_all()))
 
 
 def score(results: list[CaseResult]) -> EvalReport:

@@ -170,9 +170,9 @@ def test_judge_never_sees_label_meta_or_provenance(
     real_judge = evaluation.Judge
 
     class SpyJudge(real_judge):  # type: ignore[misc, valid-type]
-        def __init__(self, config: MirrorConfig) -> None:
+        def __init__(self, config: MirrorConfig, remote_tiers: Any = ()) -> None:
             seen.append(config.model_dump_json())
-            super().__init__(config)
+            super().__init__(config, remote_tiers)
 
         def evaluate(self, turn: Turn, **kwargs: Any) -> Any:
             seen.append(turn.model_dump_json())

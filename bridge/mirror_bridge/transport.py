@@ -1,0 +1,285 @@
+"""How the bridge calls ScoreTurn, GateTool and GenerateCorrection.
+
+`FunctionTransport.invoke(name, payload, timeout_s)` returns the function's JSON answer or raises
+`FunctionError`: a timeout, a Lambda function error, an unreadable answer, and the functions' own
+`{"error": {...}}` answers all raise, so the session applies one set of failure rules (speech
+fails open, irreversible tools hold). Blocking clients (boto3, the in-process handlers) run in a
+bounded thread pool through `loop.run_in_executor`: the event loop, which carries every call's
+audio, never waits on them, and a burst of calls cannot start unbounded threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
+
+SCORE_TURN = "score_turn"
+GATE_TOOL = "gate_tool"
+GENERATE_CORRECTION = "generate_correction"
+FUNCTION_NAMES: tuple[str, ...] = (SCORE_TURN, GATE_TOOL, GENERATE_CORRECTION)
+DEFAULT_MAX_WORKERS = 16
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+ErrorKind = Literal["timeout", "function_error", "error_response", "invalid_response", "transport"]
+
+
+class FunctionError(Exception):
+    """A function call that produced no usable answer; `kind` says why (counted per kind)."""
+
+    def __init__(self, name: str, kind: ErrorKind, detail: str) -> None:
+        super().__init__(f"{name}: {kind}: {detail}")
+        self.name = name
+        self.kind = kind
+        self.detail = detail
+
+
+@runtime_checkable
+class FunctionTransport(Protocol):
+    async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """The function's answer; raises FunctionError (never anything else) on failure."""
+        ...
+
+
+def check_answer(name: str, answer: Any) -> dict[str, Any]:
+    """A dict without `error`, or FunctionError: the functions answer bad input and store
+    failures with `{"error": {...}}` instead of raising."""
+    if not isinstance(answer, dict):
+        raise FunctionError(name, "invalid_response", f"not a JSON object: {type(answer).__name__}")
+    if "error" in answer:
+        error = answer["error"]
+        kind = error.get("type") if isinstance(error, dict) else None
+        raise FunctionError(name, "error_response", str(kind or error)[:200])
+    return answer
+
+
+async def _run_bounded(
+    pool: ThreadPoolExecutor, name: str, timeout_s: float, fn: Callable[[], Any]
+) -> Any:
+    """`fn` in the pool, awaited without blocking the loop; a timeout cancels it if it has not
+    started yet (a started thread finishes in the background: the pool bounds how many)."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(pool, fn)
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except TimeoutError:
+        raise FunctionError(name, "timeout", f"no answer within {timeout_s:.3f} s") from None
+
+
+class LambdaTransport:
+    """Direct `lambda.invoke` (RequestResponse) with botocore timeouts and no SDK retries: the
+    session's budget is the only clock that matters, a retry would only overrun it."""
+
+    def __init__(
+        self,
+        function_names: Mapping[str, str],
+        *,
+        client: Any = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        region_name: str | None = None,
+        connect_timeout_s: float = 1.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.function_names = dict(function_names)
+        self.max_workers = max_workers
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda")
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._region_name = region_name
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **kwargs: Any) -> LambdaTransport:
+        """`SCORE_TURN_FUNCTION`, `GATE_TOOL_FUNCTION`, `GENERATE_CORRECTION_FUNCTION`
+        (names or ARNs), as the task definition sets them."""
+        names = {n: environ[f"{n.upper()}_FUNCTION"] for n in FUNCTION_NAMES}
+        return cls(names, **kwargs)
+
+    def client(self) -> Any:
+        """Built on first use, in a worker thread (boto3 imports and reads its models)."""
+        with self._client_lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._client = boto3.session.Session().client(
+                    "lambda",
+                    region_name=self._region_name,
+                    config=Config(
+                        connect_timeout=self._connect_timeout_s,
+                        read_timeout=self._read_timeout_s,
+                        retries={"max_attempts": 1, "mode": "standard"},
+                        max_pool_connections=self.max_workers,
+                    ),
+                )
+            return self._client
+
+    def _invoke_sync(self, name: str, payload: dict[str, Any]) -> Any:
+        try:
+            response = self.client().invoke(
+                FunctionName=self.function_names[name],
+                InvocationType="RequestResponse",
+                Payload=json.dumps(payload).encode("utf-8"),
+            )
+        except Exception as e:  # botocore errors and timeouts: one kind for the session
+            raise FunctionError(name, "transport", f"{type(e).__name__}: {e}") from e
+        body = response["Payload"].read()
+        if response.get("FunctionError"):
+            raise FunctionError(name, "function_error", str(response["FunctionError"]))
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise FunctionError(name, "invalid_response", "answer is not JSON") from e
+
+    async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        if name not in self.function_names:
+            raise FunctionError(name, "transport", "no function configured under this name")
+        answer = await _run_bounded(
+            self._pool, name, timeout_s, lambda: self._invoke_sync(name, payload)
+        )
+        return check_answer(name, answer)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class LambdaContext:
+    """What the handlers (and Powertools) read from a Lambda context."""
+
+    function_name: str
+    deadline: float
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def load_handler_module(name: str, root: Path = REPO_ROOT) -> ModuleType:
+    """`functions/<name>/app.py`, imported by path under a unique module name: each copy has
+    its own lazily built service, like its own Lambda container."""
+    path = root / "functions" / name / "app.py"
+    module_name = f"mirror_fn_{name}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class InProcessTransport:
+    """The same three handlers, run in this process (locally, against moto).
+
+    A Lambda container runs one invocation at a time and the handlers rely on it (the
+    correction handler keeps one event loop per container), so each function gets `containers`
+    independent copies of its handler, each used by one invocation at a time, all on one bounded
+    pool."""
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler | list[Handler]] | None = None,
+        *,
+        containers: int = 2,
+        max_workers: int | None = None,
+        root: Path = REPO_ROOT,
+    ) -> None:
+        if containers < 1:
+            raise ValueError("containers must be at least 1")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_workers or containers * len(FUNCTION_NAMES),
+            thread_name_prefix="fn",
+        )
+        self._root = root
+        self._containers = containers
+        self._given = dict(handlers) if handlers is not None else None
+        self._free: dict[str, asyncio.Queue[Handler]] = {}
+        self._build_lock = asyncio.Lock()
+
+    @property
+    def max_workers(self) -> int:
+        return self._pool._max_workers
+
+    async def _queue(self, name: str) -> asyncio.Queue[Handler]:
+        async with self._build_lock:
+            if name not in self._free:
+                handlers: list[Handler]
+                if self._given is not None:
+                    if name not in self._given:
+                        raise FunctionError(name, "transport", "no handler for this name")
+                    given = self._given[name]
+                    handlers = list(given) if isinstance(given, list) else [given]
+                else:
+                    loop = asyncio.get_running_loop()
+                    modules = await asyncio.gather(
+                        *(
+                            loop.run_in_executor(
+                                self._pool, load_handler_module, name, self._root
+                            )
+                            for _ in range(self._containers)
+                        )
+                    )
+                    handlers = [m.lambda_handler for m in modules]
+                queue: asyncio.Queue[Handler] = asyncio.Queue()
+                for handler in handlers:
+                    queue.put_nowait(handler)
+                self._free[name] = queue
+            return self._free[name]
+
+    async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout_s
+
+        async def call() -> Any:
+            queue = await self._queue(name)
+            handler = await queue.get()
+            context = LambdaContext(function_name=name, deadline=deadline)
+            # a JSON round trip: the handler sees what Lambda would hand it, never our objects
+            event = json.loads(json.dumps(payload))
+            work: Future[Any] = self._pool.submit(handler, event, context)
+
+            def give_back(_: Future[Any]) -> None:  # only once the handler is really done
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, handler)
+                except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
+                    pass
+
+            work.add_done_callback(give_back)
+            try:
+                return await asyncio.wrap_future(work)
+            except Exception as e:
+                raise FunctionError(name, "function_error", f"{type(e).__name__}: {e}") from e
+
+        try:
+            answer = await asyncio.wait_for(call(), timeout_s)
+        except TimeoutError:
+            raise FunctionError(name, "timeout", f"no answer within {timeout_s:.3f} s") from None
+        return check_answer(name, json.loads(json.dumps(answer)))
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

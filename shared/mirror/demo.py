@@ -1,10 +1,12 @@
-"""The offline demo: replay a recorded call through the real ScoreTurn handler, no AWS account.
+"""The offline demo: replay a recorded call through the real handlers, no AWS account.
 
 `make demo` runs `python -m mirror.demo [--call PATH]`. It starts moto in-process, creates the
-call-state table as template.yaml defines it, imports functions/score_turn/app.py from this
-checkout and sends it one ScoreTurn event per agent turn of the recording, in stored-history
-mode (each event carries only the turn: call_id, tenant_id, turn_id, customer_text, agent_text,
-tool_calls). It prints the timeline with each verdict, then what DynamoDB holds for the call.
+call-state table as template.yaml defines it, imports the ScoreTurn, GateTool and
+GenerateCorrection handlers from this checkout and sends ScoreTurn one event per agent turn of
+the recording, in stored-history mode (each event carries only the turn: call_id, tenant_id,
+turn_id, customer_text, agent_text, tool_calls). A turn with planned tool calls also goes to
+GateTool; an intervention goes to GenerateCorrection (templates: no LLM is configured). It
+prints the timeline with each verdict, then what DynamoDB holds for the call.
 
 Nothing leaves the process: dummy credentials, moto's in-process mock, no endpoint. Powertools
 output (JSON logs, EMF metrics on stdout) is swallowed so the timeline stays readable; the
@@ -40,6 +42,8 @@ from mirror.models import AgentMessage, CallContext, CustomerMessage, Message, T
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """shared/mirror/demo.py -> the checkout (the layer's symlink resolves to shared/mirror too)."""
 HANDLER_PATH = Path("functions/score_turn/app.py")
+GATE_HANDLER_PATH = Path("functions/gate_tool/app.py")
+CORRECTION_HANDLER_PATH = Path("functions/generate_correction/app.py")
 TEMPLATE_PATH = Path("template.yaml")
 DEFAULT_CALL = Path("events/sample_call.json")
 
@@ -157,12 +161,12 @@ def quiet(sink: io.StringIO) -> Iterator[None]:
         yield
 
 
-def import_handler(root: Path) -> ModuleType:
-    name = "mirror_demo_score_turn_app"
+def import_handler(root: Path, path: Path = HANDLER_PATH) -> ModuleType:
+    name = f"mirror_demo_{path.parent.name}_app"
     sys.modules.pop(name, None)
-    spec = importlib.util.spec_from_file_location(name, root / HANDLER_PATH)
+    spec = importlib.util.spec_from_file_location(name, root / path)
     if spec is None or spec.loader is None:
-        raise DemoError(f"cannot import {root / HANDLER_PATH}")
+        raise DemoError(f"cannot import {root / path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -262,6 +266,29 @@ class Timeline:
             body.append(f"\nbuffer line: {response['buffer_text']!r}", style="yellow")
         self.row("", "", body)
 
+    def gate(self, response: dict[str, Any]) -> None:
+        """GateTool's answer for the turn's planned calls."""
+        if "error" in response:
+            self.verdict(response)
+            return
+        for d in response["decisions"]:
+            word, style = DECISION_STYLES.get(d["decision"], (d["decision"].upper(), "bold"))
+            body = Text.assemble(("GATE ", "bold magenta"), (f" {word} ", style))
+            body.append(f" {d['name']} ({d['decided_by']})")
+            if d.get("spoken_line"):
+                body.append(f"\nagent says: {d['spoken_line']!r}", style="red")
+            self.row("", "", body)
+
+    def correction(self, response: dict[str, Any]) -> None:
+        """GenerateCorrection's line for the caller and note for the agent's next turn."""
+        if "error" in response:
+            self.verdict(response)
+            return
+        body = Text.assemble(("CORRECTION", "bold yellow"), f" ({response['source']})")
+        body.append(f"\nagent says: {response['correction_text']!r}")
+        body.append(f"\nnote for the agent's next turn: {response['override_note']!r}", style="dim")
+        self.row("", "", body)
+
 
 def summarize(console: Console, client: Any) -> None:
     from mirror.state import DynamoDBStateStore
@@ -308,12 +335,16 @@ def replay(root: Path, messages: Sequence[Message], call_name: str, console: Con
         create_call_table(client, TABLE_NAME, props)
         with quiet(sink):
             app = import_handler(root)
+            gate = import_handler(root, GATE_HANDLER_PATH)
+            corrections = import_handler(root, CORRECTION_HANDLER_PATH)
         try:
             console.rule(f"Mirror demo: {call_name}")
             console.print(
                 Text(
                     f"ScoreTurn handler {HANDLER_PATH} on moto DynamoDB ({TABLE_NAME}), "
-                    "one event per agent turn, stored-history mode",
+                    "one event per agent turn, stored-history mode; GateTool for planned "
+                    "irreversible calls, GenerateCorrection after an intervention (templates: "
+                    "no LLM is configured)",
                     style="dim",
                 )
             )
@@ -328,11 +359,28 @@ def replay(root: Path, messages: Sequence[Message], call_name: str, console: Con
                     response = app.lambda_handler(event, FakeContext(event["turn_id"]))
                 errors += "error" in response
                 timeline.verdict(response)
+                if event["tool_calls"]:
+                    with quiet(sink):
+                        gate_event = {k: v for k, v in event.items() if k != "turn_id"}
+                        decided = gate.lambda_handler(
+                            gate_event, FakeContext(f"{event['turn_id']}-g")
+                        )
+                    errors += "error" in decided
+                    timeline.gate(decided)
+                if response.get("decision") == "intervene":
+                    with quiet(sink):
+                        fixed = corrections.lambda_handler(
+                            {**event, "verdict": response},
+                            FakeContext(f"{event['turn_id']}-c"),
+                        )
+                    errors += "error" in fixed
+                    timeline.correction(fixed)
             console.rule()
             summarize(console, client)
         finally:
-            app._service = None
-            sys.modules.pop(app.__name__, None)
+            for module in (app, gate, corrections):
+                module._service = None
+                sys.modules.pop(module.__name__, None)
     return errors
 
 

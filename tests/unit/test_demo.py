@@ -21,7 +21,15 @@ def test_sample_call_replays_with_one_intervention(capsys: pytest.CaptureFixture
 
     assert "events/sample_call.json" in out
     assert out.count("INTERVENE") == 1
-    assert out.count("ALLOW") == 5
+    assert out.count("ALLOW") - out.count("GATE  ALLOW") == 5
+    # GateTool judged both planned calls; GenerateCorrection answered the intervention.
+    assert "GATE  ALLOW  check_delivery_area (not_gated)" in out
+    assert "GATE  ALLOW  place_order (tier0)" in out
+    assert out.count("CORRECTION (template)") == 1
+    correction = out.index("CORRECTION (template)")
+    assert out.index("INTERVENE") < correction < out.index("I said medium")
+    assert "note for the agent's next turn" in out[correction:]
+    assert "OVERRIDE 1" in out
     assert "BLOCK" not in out and "ERROR" not in out
     # the intervention is on the agent's read-back, before the caller's correction
     first_agent = out.index("One large pepperoni pizza")
@@ -83,7 +91,8 @@ def test_custom_call_unconfirmed_order_is_blocked(
 
     assert demo.main(["--call", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("BLOCK") == 1 and "INTERVENE" not in out
+    assert out.count("BLOCK") - out.count("GATE  BLOCK") == 1 and "INTERVENE" not in out
+    assert out.count("GATE  BLOCK") == 1 and "agent says:" in out
     assert "confirmation" in out and "blocked: c9" in out
     assert "allow 1, block 1" in out
 

@@ -17,7 +17,7 @@ import logging
 import re
 import shutil
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -123,7 +123,7 @@ class OfflineTTS:
         self.clips_dir = clips_dir
         self.voice_map = voice_map or {}
         self.timeout_s = timeout_s
-        if self.espeak is None:
+        if not self.espeak:
             logger.warning(
                 "espeak-ng not found: speaking pre-rendered clips from %s "
                 "(install it with `apt-get install espeak-ng` or `brew install espeak-ng`)",
@@ -131,7 +131,7 @@ class OfflineTTS:
             )
 
     async def synthesize(self, text: str, voice: str) -> bytes:
-        if self.espeak is None:
+        if not self.espeak:
             return self._clip(text)
         process = await asyncio.create_subprocess_exec(
             self.espeak,
@@ -257,5 +257,3 @@ class PlivoRestSpeaker:
                     raise
 
         await self._run(stop_sync)
-
-

@@ -1,0 +1,172 @@
+"""The end of a call: its final state written and one `CallEnded` event, exactly once.
+
+A call can end from several paths at once (Plivo's `stop`, the agent hanging up, either socket
+closing), so `CallEnd.finish` runs its work once and every other caller awaits that same run.
+Both sinks are blocking boto3 clients and run in a bounded pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from mirror.models import CallContext
+from mirror.state import StateStore
+
+logger = logging.getLogger(__name__)
+
+EVENT_SOURCE = "mirror.bridge"
+CALL_ENDED = "CallEnded"
+DEFAULT_STATE_TTL_S = 7 * 24 * 3600
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    async def put_event(self, detail_type: str, detail: Mapping[str, Any]) -> None: ...
+
+
+class EventBridgeSink:
+    """`events.put_events` on a bus, source `mirror.bridge`; a failed entry raises."""
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        bus_name: str = "default",
+        executor: ThreadPoolExecutor | None = None,
+        region_name: str | None = None,
+    ) -> None:
+        self._client = client
+        self.bus_name = bus_name
+        self._region_name = region_name
+        self._pool = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="events")
+
+    def _put_sync(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.session.Session().client("events", region_name=self._region_name)
+        response = self._client.put_events(
+            Entries=[
+                {
+                    "Source": EVENT_SOURCE,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self.bus_name,
+                }
+            ]
+        )
+        if response.get("FailedEntryCount"):
+            entry = response["Entries"][0]
+            raise RuntimeError(f"put_events failed: {entry.get('ErrorCode')}")
+
+    async def put_event(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._put_sync, detail_type, dict(detail))
+
+
+@dataclass
+class InMemoryEventSink:
+    """For tests and the local run: every event, in order."""
+
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def put_event(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        self.events.append((detail_type, json.loads(json.dumps(detail))))
+
+
+@runtime_checkable
+class CallStateWriter(Protocol):
+    async def write_final(self, ctx: CallContext, fields: Mapping[str, Any]) -> None: ...
+
+
+class StoreStateWriter:
+    """The call's META item through the core `StateStore` (`ended_at`, `end_reason`, counts)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        ttl_s: int = DEFAULT_STATE_TTL_S,
+        executor: ThreadPoolExecutor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._pool = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="state")
+
+    async def write_final(self, ctx: CallContext, fields: Mapping[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._pool,
+            lambda: self.store.put_call_meta(ctx, dict(fields), self.clock(), self.ttl_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallEndResult:
+    detail: dict[str, Any]
+    state_written: bool
+    event_emitted: bool
+
+
+class CallEnd:
+    """Runs the end of one call once; concurrent and later callers get the same result."""
+
+    def __init__(
+        self,
+        ctx: CallContext,
+        *,
+        events: EventSink,
+        state: CallStateWriter | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.ctx = ctx
+        self.events = events
+        self.state = state
+        self.wall_clock = wall_clock
+        self.timeout_s = timeout_s
+        self._task: asyncio.Task[CallEndResult] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    async def finish(self, reason: str, counts: Mapping[str, int | float]) -> CallEndResult:
+        if self._task is None:  # no await before this line: two callers cannot both get here
+            self._task = asyncio.get_running_loop().create_task(self._finish(reason, counts))
+        return await asyncio.shield(self._task)
+
+    async def _finish(self, reason: str, counts: Mapping[str, int | float]) -> CallEndResult:
+        ended_at = self.wall_clock()
+        detail = {
+            "tenant_id": self.ctx.tenant_id,
+            "call_id": self.ctx.call_id,
+            "ended_at": ended_at,
+            "reason": reason,
+            "counts": dict(counts),
+        }
+        state_written = False
+        if self.state is not None:
+            fields = {"ended_at": ended_at, "end_reason": reason}
+            fields.update({f"bridge_{k}": v for k, v in counts.items()})
+            try:
+                await asyncio.wait_for(self.state.write_final(self.ctx, fields), self.timeout_s)
+                state_written = True
+            except Exception:  # the event still goes out: the report can be rebuilt from it
+                logger.exception("call state not written", extra={"call_id": self.ctx.call_id})
+        event_emitted = False
+        try:
+            await asyncio.wait_for(self.events.put_event(CALL_ENDED, detail), self.timeout_s)
+            event_emitted = True
+        except Exception:
+            logger.exception("CallEnded not emitted", extra={"call_id": self.ctx.call_id})
+        return CallEndResult(detail, state_written, event_emitted)

@@ -1,0 +1,659 @@
+"""One call's supervision: holding the agent's audio while its turn is scored, intervening,
+gating tool calls, and ending the call.
+
+The relay hands the session every event (the `CallSessionLike` protocol in relay.py). Rules:
+
+**Audio and turns.** Every agent message bound for Plivo (playAudio, checkpoint, clearAudio,
+sendDTMF) belongs to the *current turn*: the one named by the latest `mirror.turn`. Audio that
+comes before any annotation, or after its turn was decided, goes straight through. While the
+current turn is being scored its messages are held, for at most `hold_budget_s` (100 ms): an
+`allow` (or a `block`, which is about tools, not speech) releases them in order; when the budget
+runs out first, they are released anyway and the expiry is counted (speech fails open; a late
+`intervene` still clears them at Plivo). A scoring failure releases them too (counted). A new
+`mirror.turn` releases the previous turn's held audio first, so turns never reorder. Everything
+bound for Plivo goes through one ordered outbox written by one task: released audio can never be
+overtaken by newer audio, and nothing is sent twice.
+
+**Intervention** on `intervene`: the turn's held and queued audio is dropped and `clearAudio` is
+queued at once; the correction is requested (GenerateCorrection) in parallel with the buffer
+line (rendered once per voice), which is played with its own checkpoint; after that checkpoint's
+`playedStream` the correction is synthesized and played with its own checkpoint; then the agent
+gets `mirror.override` (GenerateCorrection stored the note). The agent's audio for the
+intervened turn is dropped; audio of a newer turn waits until the intervention is over. A newer
+intervention supersedes a running one (its clearAudio cancels the older waits). The speech
+cooldown is ScoreTurn's (it answers `allow` with `cooldown_suppressed`); the session adds none.
+
+**clearedAudio.** Waits pending when a clearAudio goes out fail then (Plivo drops those
+checkpoints). A clearedAudio that answers one of the clears sent on this stream only confirms it;
+one that answers none (the queue was cleared by someone else) cancels every pending wait.
+
+**Tool gate.** `mirror.tool_gate` → GateTool → `mirror.tool_decision`. A failure, timeout or
+`{"error"}` answer holds irreversible calls (`tool_gate_failure_mode`) and allows reversible ones.
+
+**Close** (stop, hang-up, socket close; idempotent, safe from several paths at once): pending
+waits fail with `ended`, in-flight function calls get up to `close_grace_s` (a correction being
+fetched is still stored by GenerateCorrection), then the final state is written and `CallEnded`
+emitted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from mirror.gate import GateToolEvent, fail_safe
+from mirror.models import MirrorConfig
+from mirror_bridge.audio import (
+    MULAW,
+    SAMPLE_RATE,
+    b64,
+    b64_decoded_len,
+    bytes_per_second,
+    chunks,
+    for_stream,
+)
+from mirror_bridge.call_end import CallEnd, CallStateWriter, EventSink
+from mirror_bridge.intervention import (
+    Checkpoints,
+    Intervention,
+    Playout,
+    WaitOutcome,
+    wait_checkpoint,
+)
+from mirror_bridge.transport import (
+    GATE_TOOL,
+    GENERATE_CORRECTION,
+    SCORE_TURN,
+    FunctionError,
+    FunctionTransport,
+)
+from mirror_bridge.tts import TTS, BufferLineCache, RestSpeaker, estimated_speak_s
+
+logger = logging.getLogger(__name__)
+
+AGENT = "agent"
+MIRROR = "mirror"
+TURN_FIELDS = ("customer_text", "agent_text", "tool_calls", "tool_results", "history")
+DEFAULT_FALLBACK_NOTE = (
+    "Your last reply was stopped before the caller heard all of it. Re-check what the caller "
+    "asked for, read the details back, and get a clear yes before doing anything irreversible."
+)
+
+
+class CallContextLike(Protocol):
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIO:
+    send_plivo: Callable[[dict[str, Any]], Awaitable[None]]
+    send_agent: Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BridgeSessionConfig:
+    hold_budget_s: float = 0.1
+    """How long a turn's audio may wait for its verdict before it is released (fail open)."""
+    score_timeout_s: float = 2.0
+    """ScoreTurn's own limit (its remote tiers included); a late intervene still clears."""
+    gate_timeout_s: float = 3.0
+    correction_timeout_s: float = 4.0
+    tts_timeout_s: float = 3.0
+    checkpoint_margin_s: float = 2.0
+    """Watchdog on a checkpoint: the estimated end of queued audio plus this."""
+    close_grace_s: float = 5.0
+    """How long close waits for in-flight function calls before it cancels them."""
+    voice: str = "Joanna"
+    buffer_text: str | None = None
+    """None: `mirror.buffer_text` (or the verdict's `buffer_text`)."""
+    fallback_note: str = DEFAULT_FALLBACK_NOTE
+    """The override note when GenerateCorrection could not answer (sent as not stored)."""
+    rest_speech_s: Callable[[str], float] = estimated_speak_s
+    """How long a REST Speak is assumed to play (there is no completion event)."""
+    mirror: MirrorConfig = field(default_factory=MirrorConfig)
+    """The tenant's config: irreversible tools and the tool-gate failure mode (local holds)."""
+
+
+@dataclass
+class _Turn:
+    turn_id: str
+    annotation: dict[str, Any]
+    state: str = "scoring"  # scoring -> open | dropped
+    held: list[dict[str, Any]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    started: float = 0.0
+
+
+def as_dict(message: Any) -> dict[str, Any]:
+    """Dicts as they are; the relay's parsed events by their raw frame or their fields."""
+    if isinstance(message, dict):
+        return message
+    raw = getattr(message, "raw", None)
+    if isinstance(raw, dict):
+        return raw
+    if hasattr(message, "model_dump"):
+        return message.model_dump(mode="json", exclude_none=True)
+    raise TypeError(f"unsupported message type: {type(message).__name__}")
+
+
+class CallSession:
+    """See the module docstring. All methods run on the event loop and never block it."""
+
+    def __init__(
+        self,
+        ctx: CallContextLike,
+        io: SessionIO,
+        *,
+        functions: FunctionTransport,
+        tts: TTS,
+        events: EventSink,
+        config: BridgeSessionConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        buffer_lines: BufferLineCache | None = None,
+        state: CallStateWriter | None = None,
+        rest: RestSpeaker | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.io = io
+        self.functions = functions
+        self.tts = tts
+        self.config = config or BridgeSessionConfig()
+        self.clock = clock
+        self.buffer_lines = buffer_lines or BufferLineCache(tts)
+        self.rest = rest
+        self.counts: Counter[str] = Counter()
+        self.call_end = CallEnd(ctx, events=events, state=state)  # type: ignore[arg-type]
+        self.checkpoints = Checkpoints()
+        self.playout = Playout(clock)
+        self.stream_id: str | None = None
+        self.encoding = MULAW
+        self.sample_rate = SAMPLE_RATE
+        self.bidirectional = True
+        self.closed = False
+        self.interventions: list[Intervention] = []
+        self._turn: _Turn | None = None
+        self._active: Intervention | None = None
+        self._after_speech: list[dict[str, Any]] = []
+        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._plivo_gone = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._agent_lock = asyncio.Lock()
+        self._clears_sent = 0
+        self._clears_acked = 0
+        self._close_task: asyncio.Task[None] | None = None
+
+    # --- inbound: Plivo ----------------------------------------------------------------------
+
+    async def on_start(self, start: Any) -> None:
+        raw = as_dict(start)
+        inner = raw.get("start") if isinstance(raw.get("start"), dict) else {}
+        self.stream_id = inner.get("streamId") or raw.get("streamId") or self.stream_id
+        self.checkpoints.stream_id = self.stream_id
+        fmt = inner.get("mediaFormat") or {}
+        self.encoding = fmt.get("encoding") or MULAW
+        try:
+            self.sample_rate = int(fmt.get("sampleRate") or SAMPLE_RATE)
+        except (TypeError, ValueError):
+            self.sample_rate = SAMPLE_RATE
+        bidi = getattr(start, "bidirectional", None)
+        if bidi is None:
+            bidi = inner.get("bidirectional", raw.get("bidirectional", True))
+        self.bidirectional = bidi not in (False, "false", "False")
+        call_id = inner.get("callId")
+        if call_id and call_id != self.ctx.call_id:
+            logger.info("stream callId differs from the session's", extra={"call_id": call_id})
+
+    async def on_plivo_event(self, event: Any) -> None:
+        raw = as_dict(event)
+        kind = raw.get("event")
+        if kind in ("playedStream", "played"):
+            name = raw.get("name")
+            if isinstance(name, str) and self.checkpoints.resolve(
+                name, raw.get("streamId"), self.clock()
+            ):
+                self.counts["checkpoints_played"] += 1
+            elif isinstance(name, str) and self.checkpoints.owns(name):
+                self.counts["stale_played"] += 1
+        elif kind == "clearedAudio":
+            if self._clears_acked < self._clears_sent:
+                self._clears_acked += 1  # confirms our clear: its waits already failed
+            else:
+                self.counts["unsolicited_cleared"] += 1
+                if self.checkpoints.fail_all("cleared"):
+                    self.playout.clear()
+        elif kind == "stop":
+            await self.close("stop")
+        elif kind == "media":
+            self.counts["caller_frames"] += 1
+        elif kind == "dtmf":
+            self.counts["dtmf"] += 1
+
+    # --- inbound: agent ----------------------------------------------------------------------
+
+    async def on_agent_audio(self, message: Any) -> None:
+        msg = as_dict(message)
+        if self.closed:
+            self.counts["agent_frames_after_close"] += 1
+            return
+        turn = self._turn
+        if turn is not None and turn.state == "dropped":
+            self.counts["agent_frames_dropped"] += 1
+        elif turn is not None and turn.state == "scoring":
+            turn.held.append(msg)
+            self.counts["agent_frames_held"] += 1
+        else:
+            self._release([msg])
+
+    async def on_mirror_message(self, message: Any) -> None:
+        msg = as_dict(message)
+        kind = msg.get("event") or msg.get("type")
+        if kind == "mirror.turn":
+            self._begin_turn(msg)
+        elif kind == "mirror.tool_gate":
+            self._spawn(self._gate(msg))
+        else:
+            await self._send_agent(
+                {
+                    "event": "mirror.error",
+                    "code": "unknown_event",
+                    "message": f"unknown Mirror event {str(kind)[:64]!r}",
+                    "ref_event": str(kind)[:64] if kind else None,
+                    "ref_id": msg.get("turn_id") or msg.get("request_id"),
+                }
+            )
+
+    # --- turns and scoring -------------------------------------------------------------------
+
+    def _begin_turn(self, msg: dict[str, Any]) -> None:
+        previous = self._turn
+        if previous is not None and previous.state == "scoring":
+            self._open(previous)  # its audio goes out before the new turn's
+        self.counts["turns"] += 1
+        turn_id = str(msg.get("turn_id") or f"t{self.counts['turns']}")
+        turn = _Turn(turn_id, msg, started=self.clock())
+        self._turn = turn
+        if self.closed:
+            turn.state = "open"
+            return
+        loop = asyncio.get_running_loop()
+        turn.timer = loop.call_later(self.config.hold_budget_s, self._budget_expired, turn)
+        self._spawn(self._score(turn))
+
+    def _budget_expired(self, turn: _Turn) -> None:
+        if turn.state == "scoring":
+            self.counts["budget_expired"] += 1
+            self._open(turn)
+
+    def _open(self, turn: _Turn) -> None:
+        """Scoring is over for this turn's audio (verdict, failure or budget): release it."""
+        if turn.timer is not None:
+            turn.timer.cancel()
+        turn.state = "open"
+        held, turn.held = turn.held, []
+        self._release(held)
+
+    def _release(self, messages: list[dict[str, Any]]) -> None:
+        if self._active is not None:
+            self._after_speech.extend(messages)  # never over our buffer line or correction
+            return
+        for msg in messages:
+            self._enqueue(msg, AGENT)
+
+    def _score_payload(self, turn: _Turn) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "call_id": self.ctx.call_id,
+            "tenant_id": self.ctx.tenant_id,
+            "turn_id": turn.turn_id,
+        }
+        payload.update({k: turn.annotation[k] for k in TURN_FIELDS if k in turn.annotation})
+        return payload
+
+    async def _score(self, turn: _Turn) -> None:
+        try:
+            verdict = await self.functions.invoke(
+                SCORE_TURN, self._score_payload(turn), self.config.score_timeout_s
+            )
+        except FunctionError as e:
+            self.counts["score_failures"] += 1
+            self.counts[f"score_failure_{e.kind}"] += 1
+            logger.warning("ScoreTurn failed: speech fails open", extra={"error": str(e)})
+            if turn.state == "scoring":
+                self._open(turn)
+            return
+        decision = verdict.get("decision")
+        self.counts[f"verdict_{decision}"] += 1
+        if decision == "intervene" and not self.closed:
+            self._start_intervention(turn, verdict)
+        elif turn.state == "scoring":
+            self._open(turn)
+        await self._send_agent(
+            {"event": "mirror.verdict", "turn_id": turn.turn_id, "verdict": verdict}
+        )
+
+    # --- outbox to Plivo ---------------------------------------------------------------------
+
+    def _enqueue(self, msg: dict[str, Any], origin: str) -> None:
+        """Queue a message for Plivo in order. A clearAudio fails the pending waits now: the
+        checkpoints before it are dropped by Plivo; the ones after it belong to the new queue."""
+        if self._plivo_gone:
+            self.counts["plivo_frames_lost"] += 1
+            return
+        kind = msg.get("event")
+        if kind == "clearAudio":
+            self._clears_sent += 1
+            self.checkpoints.fail_all("cleared")
+            self.playout.clear()
+        elif kind == "playAudio":
+            payload = (msg.get("media") or {}).get("payload") or ""
+            rate = bytes_per_second(self.encoding, self.sample_rate)
+            self.playout.add(b64_decoded_len(payload) / rate)
+        self._outbox.append((origin, msg))
+        if self._writer is None:
+            self._wake = asyncio.Event()
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            while self._outbox:
+                origin, msg = self._outbox.popleft()
+                try:
+                    await self.io.send_plivo(msg)
+                    self.counts[f"{origin}_frames_sent"] += 1
+                except Exception as e:  # socket gone: the relay will close us
+                    self._plivo_gone = True
+                    self.counts["plivo_frames_lost"] += 1 + len(self._outbox)
+                    self._outbox.clear()
+                    logger.info("Plivo socket unusable", extra={"error": repr(e)})
+                    return
+            if self.closed:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _purge_agent_frames(self) -> int:
+        kept = deque(item for item in self._outbox if item[0] != AGENT)
+        dropped = len(self._outbox) - len(kept)
+        self._outbox = kept
+        return dropped
+
+    async def _send_agent(self, message: dict[str, Any]) -> None:
+        async with self._agent_lock:
+            try:
+                await self.io.send_agent(message)
+            except Exception as e:
+                self.counts["agent_messages_lost"] += 1
+                logger.info("agent socket unusable", extra={"error": repr(e)})
+
+    # --- intervention ------------------------------------------------------------------------
+
+    def _start_intervention(self, turn: _Turn, verdict: dict[str, Any]) -> None:
+        """Synchronous up to the clearAudio, so it is on the wire within one loop turn."""
+        if turn.timer is not None:
+            turn.timer.cancel()
+        dropped = len(turn.held) + self._purge_agent_frames() + len(self._after_speech)
+        turn.held.clear()
+        self._after_speech.clear()
+        turn.state = "dropped"
+        self.counts["agent_frames_dropped"] += dropped
+        self.counts["interventions"] += 1
+        iv = Intervention(
+            call_tag=self.ctx.call_id[:8],
+            seq=self.counts["interventions"],
+            turn_id=turn.turn_id,
+            verdict=verdict,
+        )
+        if self._active is not None:
+            self.counts["interventions_superseded"] += 1
+        self._active = iv
+        self.interventions.append(iv)
+        if self.bidirectional:
+            self._enqueue({"event": "clearAudio", "streamId": self.stream_id}, MIRROR)
+        iv.mark("clearAudio", self.clock)
+        fetch = self._spawn(self._fetch_correction(turn, iv))
+        self._spawn(self._intervene(iv, fetch))
+
+    async def _fetch_correction(self, turn: _Turn, iv: Intervention) -> dict[str, Any] | None:
+        payload = self._score_payload(turn)
+        payload.pop("tool_calls", None)
+        payload.pop("tool_results", None)
+        payload["verdict"] = iv.verdict
+        iv.mark("correction_requested", self.clock)
+        try:
+            result = await self.functions.invoke(
+                GENERATE_CORRECTION, payload, self.config.correction_timeout_s
+            )
+        except FunctionError as e:
+            self.counts["correction_failures"] += 1
+            logger.warning("GenerateCorrection failed", extra={"error": str(e)})
+            return None
+        iv.correction = result
+        iv.mark("correction_received", self.clock)
+        if not result.get("note_stored", False):
+            self.counts["override_not_stored"] += 1
+        return result
+
+    def _current(self, iv: Intervention) -> bool:
+        return self._active is iv and not self.closed
+
+    async def _render(self, text: str, *, cached: bool) -> bytes | None:
+        try:
+            if cached:
+                audio = self.buffer_lines.get(text, self.config.voice)
+            else:
+                audio = self.tts.synthesize(text, self.config.voice)
+            return await asyncio.wait_for(audio, self.config.tts_timeout_s)
+        except Exception as e:
+            self.counts["tts_failures"] += 1
+            logger.warning("TTS failed", extra={"error": repr(e)})
+            return None
+
+    async def _play(self, iv: Intervention, audio: bytes, purpose: str) -> WaitOutcome:
+        """playAudio chunks and a uniquely named checkpoint; wait for exactly its ack."""
+        name = iv.checkpoint(purpose)
+        future = self.checkpoints.expect(name)
+        data = for_stream(audio, self.encoding, self.sample_rate)
+        size = 1600 * (1 if self.encoding == MULAW else 2 * self.sample_rate // SAMPLE_RATE)
+        for part in chunks(data, size):
+            media = {
+                "contentType": self.encoding,
+                "sampleRate": self.sample_rate,
+                "payload": b64(part),
+            }
+            self._enqueue({"event": "playAudio", "media": media}, MIRROR)
+        self._enqueue({"event": "checkpoint", "streamId": self.stream_id, "name": name}, MIRROR)
+        iv.mark(f"{purpose}_sent", self.clock)
+        outcome = await wait_checkpoint(
+            future, self.playout.remaining() + self.config.checkpoint_margin_s
+        )
+        self.checkpoints.forget(name)
+        iv.mark(f"{purpose}_{outcome}", self.clock)
+        if outcome == "timeout":
+            self.counts["checkpoint_timeouts"] += 1
+        return outcome
+
+    async def _intervene(
+        self, iv: Intervention, fetch: asyncio.Task[dict[str, Any] | None]
+    ) -> None:
+        try:
+            buffer_text = (
+                self.config.buffer_text
+                or iv.verdict.get("buffer_text")
+                or self.config.mirror.buffer_text
+            )
+            if not self.bidirectional:
+                await self._intervene_rest(iv, buffer_text, fetch)
+                return
+            audio = await self._render(buffer_text, cached=True)
+            if audio is not None and self._current(iv):
+                if await self._play(iv, audio, "buffer") in ("cleared", "ended"):
+                    iv.outcome = "cancelled"
+                    return
+            correction = await fetch
+            if not self._current(iv):
+                iv.outcome = "superseded" if not self.closed else "ended"
+                return
+            if correction is not None:
+                line = await self._render(correction["correction_text"], cached=False)
+                if line is not None and self._current(iv):
+                    if await self._play(iv, line, "correction") == "ended":
+                        iv.outcome = "ended"
+                        return
+            if self._current(iv):
+                await self._hand_back(iv, correction)
+        finally:
+            if self._active is iv:
+                self._active = None
+                held, self._after_speech = self._after_speech, []
+                self._release(held)
+
+    async def _intervene_rest(
+        self, iv: Intervention, buffer_text: str, fetch: asyncio.Task[dict[str, Any] | None]
+    ) -> None:
+        """Unidirectional stream: no playAudio or checkpoints, so Plivo's REST Speak, with the
+        notes' duration estimate standing in for the checkpoint."""
+        call_uuid = self.ctx.call_id
+        if self.rest is not None:
+            try:
+                await self.rest.stop(call_uuid)
+                await self.rest.speak(call_uuid, buffer_text)
+                iv.mark("rest_buffer_spoken", self.clock)
+                await asyncio.sleep(self.config.rest_speech_s(buffer_text))
+            except Exception as e:
+                self.counts["rest_failures"] += 1
+                logger.warning("REST Speak failed", extra={"error": repr(e)})
+        correction = await fetch
+        if not self._current(iv):
+            return
+        if correction is not None and self.rest is not None:
+            try:
+                await self.rest.speak(call_uuid, correction["correction_text"])
+                iv.mark("rest_correction_spoken", self.clock)
+            except Exception as e:
+                self.counts["rest_failures"] += 1
+                logger.warning("REST Speak failed", extra={"error": repr(e)})
+        await self._hand_back(iv, correction)
+
+    async def _hand_back(self, iv: Intervention, correction: dict[str, Any] | None) -> None:
+        note = correction["override_note"] if correction else self.config.fallback_note
+        await self._send_agent(
+            {
+                "event": "mirror.override",
+                "note": note,
+                "turn_id": iv.turn_id,
+                "intervention_id": iv.id,
+            }
+        )
+        iv.mark("override_sent", self.clock)
+        iv.outcome = "completed" if correction else "completed_without_correction"
+        self.counts["interventions_completed"] += 1
+
+    # --- tool gate ---------------------------------------------------------------------------
+
+    async def _gate(self, msg: dict[str, Any]) -> None:
+        request_id = str(msg.get("request_id") or "")
+        payload: dict[str, Any] = {"call_id": self.ctx.call_id, "tenant_id": self.ctx.tenant_id}
+        payload.update({k: msg[k] for k in TURN_FIELDS if k in msg})
+        self.counts["gate_requests"] += 1
+        try:
+            result = await self.functions.invoke(GATE_TOOL, payload, self.config.gate_timeout_s)
+        except FunctionError as e:
+            self.counts["gate_failures"] += 1
+            logger.warning("GateTool failed: failure mode applies", extra={"error": str(e)})
+            result = self._gate_fail_safe(payload, e)
+        self.counts[f"gate_{result.get('decision')}"] += 1
+        await self._send_agent(
+            {"event": "mirror.tool_decision", "request_id": request_id, "result": result}
+        )
+
+    def _gate_fail_safe(self, payload: dict[str, Any], error: FunctionError) -> dict[str, Any]:
+        """Irreversible calls get the failure mode (hold by default), reversible ones run."""
+        kind = {"timeout": "tier_timeout", "error_response": "invalid_event"}.get(
+            error.kind, "internal_error"
+        )
+        if error.kind == "error_response" and error.detail == "state_unavailable":
+            kind = "store_unavailable"
+        try:
+            event = GateToolEvent.model_validate(payload)
+            outcome = fail_safe(event, self.config.mirror, kind, str(error))  # type: ignore[arg-type]
+            return outcome.result.model_dump(mode="json")
+        except ValidationError:  # unusable request: hold everything it names
+            calls = [c for c in payload.get("tool_calls") or [] if isinstance(c, dict)]
+            line = "Before I go ahead, can you confirm that's what you'd like me to do?"
+            decisions = [
+                {
+                    "tool_call_id": str(c.get("id")),
+                    "name": str(c.get("name")),
+                    "decision": "hold",
+                    "irreversible": True,
+                    "reasons": [],
+                    "spoken_line": line,
+                    "decided_by": "failure_mode",
+                    "failure": kind,
+                }
+                for c in calls
+            ]
+            return {
+                "call_id": self.ctx.call_id,
+                "tenant_id": self.ctx.tenant_id,
+                "decision": "hold",
+                "spoken_line": line,
+                "decisions": decisions,
+            }
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counts["internal_errors"] += 1
+            logger.error("session task failed", exc_info=task.exception())
+
+    async def close(self, reason: str) -> None:
+        """Idempotent; every caller returns once the call's end is recorded."""
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close(reason))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, reason: str) -> None:
+        self.closed = True
+        self.checkpoints.fail_all("ended")
+        turn = self._turn
+        if turn is not None and turn.timer is not None:
+            turn.timer.cancel()
+        if self._wake is not None:
+            self._wake.set()
+        if self._tasks:  # correction fetches and scorings finish, so their results are stored
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.close_grace_s)
+            for task in pending:
+                self.counts["tasks_cancelled_at_close"] += 1
+                task.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+        await self.call_end.finish(reason, self.summary())
+
+    def summary(self) -> dict[str, int]:
+        counts = {k: v for k, v in self.counts.items() if v}
+        counts["stale_played"] = self.checkpoints.stale
+        return counts

@@ -1,0 +1,167 @@
+"""Mirror messages on the agent socket, beside the relayed Plivo protocol.
+
+The agent sends `mirror.turn` (what it heard, what it is saying, the tools it plans) and
+`mirror.tool_gate` (may I run these calls now?). The bridge answers with `mirror.verdict`,
+`mirror.tool_decision`, `mirror.override` (a one-shot note for the agent's next turn) and
+`mirror.error` (a message it could not use: the call goes on). Every Mirror message has an
+`event` starting with `mirror.`; everything else on the socket is Plivo's protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from mirror.gate import GateResult, PlannedToolCall
+from mirror.models import (
+    MAX_TOOL_CALLS,
+    Identifier,
+    Text,
+    ToolCall,
+    ToolMessage,
+    Verdict,
+)
+
+MIRROR_PREFIX = "mirror."
+
+_IN = ConfigDict(extra="forbid", frozen=True)
+_OUT = ConfigDict(extra="forbid")
+
+ErrorCode = Literal[
+    "unknown_event",  # a mirror.* event this bridge does not know
+    "invalid_message",  # a known event whose fields do not validate
+    "malformed_frame",  # not JSON, not an object, or no event
+    "unsupported_frame",  # a non-Mirror event the agent may not send (e.g. a Plivo inbound one)
+    "not_configured",  # scoring or gating is not available on this bridge
+    "internal_error",
+]
+
+
+class MirrorTurn(BaseModel):
+    """One agent turn, sent before (or while) its audio is sent."""
+
+    model_config = _IN
+
+    event: Literal["mirror.turn"]
+    turn_id: Identifier
+    customer_text: Text = ""
+    agent_text: Text = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+    tool_results: list[ToolMessage] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+
+
+class MirrorToolGate(BaseModel):
+    """Planned tool calls the agent wants to run now; answered by one `mirror.tool_decision`."""
+
+    model_config = _IN
+
+    event: Literal["mirror.tool_gate"]
+    request_id: Identifier
+    turn_id: Identifier | None = None
+    customer_text: Text = ""
+    agent_text: Text = ""
+    tool_calls: list[PlannedToolCall] = Field(min_length=1, max_length=MAX_TOOL_CALLS)
+    tool_results: list[ToolMessage] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+
+
+MirrorMessage = Annotated[MirrorTurn | MirrorToolGate, Field(discriminator="event")]
+INBOUND_EVENTS: frozenset[str] = frozenset({"mirror.turn", "mirror.tool_gate"})
+_ADAPTER: TypeAdapter[MirrorTurn | MirrorToolGate] = TypeAdapter(MirrorMessage)
+
+
+class MirrorVerdict(BaseModel):
+    model_config = _OUT
+    event: Literal["mirror.verdict"] = "mirror.verdict"
+    turn_id: str
+    verdict: Verdict
+
+
+class MirrorToolDecision(BaseModel):
+    model_config = _OUT
+    event: Literal["mirror.tool_decision"] = "mirror.tool_decision"
+    request_id: str
+    result: GateResult
+
+
+class MirrorOverride(BaseModel):
+    """Say this next (one shot): the correction the caller already heard, and what to do now."""
+
+    model_config = _OUT
+    event: Literal["mirror.override"] = "mirror.override"
+    note: str
+    turn_id: str | None = None
+    intervention_id: str | None = None
+
+
+class MirrorError(BaseModel):
+    model_config = _OUT
+    event: Literal["mirror.error"] = "mirror.error"
+    code: ErrorCode
+    message: str
+    ref_event: str | None = None
+    """The `event` of the message this answers, when it had one."""
+    ref_id: str | None = None
+    """Its `turn_id` or `request_id`, when it had one."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class MirrorProtocolError(ValueError):
+    """An agent message that cannot be used; `error` is what goes back to the agent."""
+
+    def __init__(self, error: MirrorError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def is_mirror(message: dict[str, Any]) -> bool:
+    event = message.get("event")
+    return isinstance(event, str) and event.startswith(MIRROR_PREFIX)
+
+
+def _ref_id(message: dict[str, Any]) -> str | None:
+    for key in ("turn_id", "request_id"):
+        if isinstance(value := message.get(key), str):
+            return value[:256]
+    return None
+
+
+def parse_mirror_message(message: dict[str, Any]) -> MirrorTurn | MirrorToolGate:
+    """Validate an agent's Mirror message; raises MirrorProtocolError carrying the reply."""
+    event = message.get("event")
+    ref = _ref_id(message)
+    if event not in INBOUND_EVENTS:
+        raise MirrorProtocolError(
+            MirrorError(
+                code="unknown_event",
+                message=f"unknown Mirror event {str(event)[:64]!r}; "
+                f"known: {', '.join(sorted(INBOUND_EVENTS))}",
+                ref_event=str(event)[:64] if event is not None else None,
+                ref_id=ref,
+            )
+        )
+    try:
+        return _ADAPTER.validate_python(message)
+    except ValidationError as e:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'message'}: {err['msg']}"
+            for err in e.errors()[:5]
+        )
+        raise MirrorProtocolError(
+            MirrorError(code="invalid_message", message=detail, ref_event=event, ref_id=ref)
+        ) from None
+
+
+def error_reply(
+    code: ErrorCode, message: str, about: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    about = about or {}
+    event = about.get("event")
+    return MirrorError(
+        code=code,
+        message=message,
+        ref_event=event[:64] if isinstance(event, str) else None,
+        ref_id=_ref_id(about),
+    ).to_wire()

@@ -1,0 +1,198 @@
+"""The bridge's HTTP and WebSocket surface: Plivo's answer URL, stream status, the audio stream.
+
+`create_app(settings, ...)` takes every collaborator as an argument (tenant directory, state store,
+session factory, agent connector) so tests run the real app on loopback with fakes where needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from plivo import plivoxml
+
+from mirror.models import CallContext as MirrorCallContext
+from mirror.state import StateStore
+from mirror_bridge.plivo_protocol import MULAW
+from mirror_bridge.relay import (
+    NUMBER_HEADER,
+    AgentConnector,
+    CallRelay,
+    SessionFactory,
+    pass_through,
+)
+from mirror_bridge.settings import Settings
+from mirror_bridge.signature import (
+    SignatureCheck,
+    check_post,
+    check_stream_upgrade,
+    form_params,
+)
+from mirror_bridge.tenants import DynamoDBTenants, StaticTenants, TenantDirectory, normalize_number
+
+log = logging.getLogger("mirror_bridge.app")
+
+XML_MEDIA_TYPE = "application/xml"
+_EVENT_NAME = re.compile(r"[^A-Za-z0-9]")
+
+
+def stream_xml(settings: Settings, number: str, tenant_id: str) -> str:
+    """The `<Stream>` answer (plivo-protocol.md §1.2), built with the plivo SDK."""
+    status_url = f"{settings.status_url}?{urlencode({'tenant': tenant_id})}"
+    response = plivoxml.ResponseElement().add(
+        plivoxml.StreamElement(
+            settings.stream_url,
+            bidirectional=True,
+            keepCallAlive=True,
+            contentType=f"{MULAW};rate=8000",
+            audioTrack="inbound",
+            statusCallbackUrl=status_url,
+            statusCallbackMethod="POST",
+            extraHeaders=f"{NUMBER_HEADER}={number}",
+        )
+    )
+    return '<?xml version="1.0" encoding="UTF-8"?>' + response.to_string(False)
+
+
+def hangup_xml(reason: str = "rejected") -> str:
+    response = plivoxml.ResponseElement().add(plivoxml.HangupElement(reason=reason))
+    return '<?xml version="1.0" encoding="UTF-8"?>' + response.to_string(False)
+
+
+async def _params(request: Request) -> dict[str, str | list[str]]:
+    """Form fields (Plivo's default) or a JSON object; a repeated form field becomes a list."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    return form_params(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _first(params: dict[str, str | list[str]], key: str) -> str:
+    value = params.get(key, "")
+    return value[0] if isinstance(value, list) else value
+
+
+def create_app(
+    settings: Settings,
+    *,
+    tenants: TenantDirectory | None = None,
+    store: StateStore | None = None,
+    session_factory: SessionFactory | None = None,
+    connect_agent: AgentConnector | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """The bridge app. Without `tenants`, the call table (or nothing) is the directory; without
+    `session_factory`, calls are passed through unsupervised."""
+    if tenants is None:
+        tenants = (
+            DynamoDBTenants(settings.call_table, ttl_s=settings.tenant_cache_ttl_s)
+            if settings.call_table
+            else StaticTenants({})
+        )
+    factory = session_factory or pass_through
+    app = FastAPI(title="Mirror bridge", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.relays = []  # the last few relays, for tests and debugging
+    app.state.stream_statuses = []
+
+    def judge(check: SignatureCheck, what: str) -> bool:
+        """Apply SIGNATURE_MODE; log which form matched (the first live call settles §3.5)."""
+        if settings.signature_mode == "off":
+            return True
+        if check.valid:
+            log.info("%s signature ok: matched %s", what, check.matched)
+            return True
+        log.warning("%s signature rejected: %s", what, check.reason)
+        return settings.signature_mode == "log"
+
+    async def post_check(request: Request, public_url: str, what: str) -> tuple[bool, dict]:
+        params = await _params(request)
+        check = check_post(
+            request.headers, public_url, request.url.query, params,
+            settings.auth_token, settings.main_auth_token,
+        )  # fmt: skip
+        return judge(check, what), params
+
+    @app.get("/health")
+    @app.get("/healthz")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/plivo/answer")
+    async def answer(request: Request) -> Response:
+        ok, params = await post_check(request, settings.answer_url, "answer")
+        if not ok:
+            return Response("invalid signature", status_code=403, media_type="text/plain")
+        outbound = _first(params, "Direction").lower() == "outbound"
+        number = normalize_number(_first(params, "From" if outbound else "To"))
+        tenant = await tenants.get(number) if number else None
+        if tenant is None and not settings.default_agent_url:
+            log.warning("answer: no tenant for number %r; hanging up", number)
+            return Response(hangup_xml(), media_type=XML_MEDIA_TYPE)
+        tenant_id = tenant.tenant_id if tenant else settings.default_tenant_id
+        log.info(
+            "answer: call %s number %s tenant %s", _first(params, "CallUUID"), number, tenant_id
+        )
+        return Response(stream_xml(settings, number, tenant_id), media_type=XML_MEDIA_TYPE)
+
+    @app.post("/plivo/stream-status")
+    async def stream_status(request: Request) -> Response:
+        ok, params = await post_check(request, settings.status_url, "stream-status")
+        if not ok:
+            return Response("invalid signature", status_code=403, media_type="text/plain")
+        call_id = _first(params, "CallUUID")
+        event = _first(params, "Event") or "unknown"
+        tenant_id = request.query_params.get("tenant") or settings.default_tenant_id
+        now = clock()
+        record: dict[str, Any] = {
+            "call_id": call_id,
+            "tenant_id": tenant_id,
+            "event": event,
+            "stream_id": _first(params, "StreamID"),
+            "at": now,
+        }
+        app.state.stream_statuses = [*app.state.stream_statuses[-99:], record]
+        log.info("stream status %s for call %s", event, call_id)
+        if store is not None and call_id:
+            fields = {
+                "stream_event": event,
+                "stream_id": record["stream_id"] or None,
+                "stream_event_at": now,
+                f"stream_{_EVENT_NAME.sub('', event)[:40] or 'unknown'}_at": now,
+            }
+            try:
+                ctx = MirrorCallContext(call_id=call_id, tenant_id=tenant_id)
+                await asyncio.to_thread(store.put_call_meta, ctx, fields, now, settings.meta_ttl_s)
+            except Exception as e:  # recording must not make Plivo retry forever
+                log.error("could not record stream status for %s: %s", call_id, e)
+        return JSONResponse({"ok": True})
+
+    @app.websocket("/plivo/stream")
+    async def stream(websocket: WebSocket) -> None:
+        check = check_stream_upgrade(
+            websocket.headers, settings.stream_url, settings.auth_token, settings.main_auth_token
+        )
+        if not judge(check, "stream upgrade"):
+            await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
+            return
+        await websocket.accept()
+        relay = CallRelay(websocket, settings, tenants, factory, connect_agent)
+        app.state.relays = [*app.state.relays[-99:], relay]
+        try:
+            await relay.run()
+        except Exception:
+            log.exception("relay crashed")
+
+    return app

@@ -1,0 +1,331 @@
+"""Plivo's bidirectional audio-stream protocol: parse every inbound event, build every outbound one.
+
+Parsing is deliberately lenient (plivo-protocol.md §2.5): only `event` is required, unknown keys
+are ignored, `sequenceNumber` is optional and never used for ordering, `timestamp` may be a
+string or a number. Strict models are what broke the published stream SDK. Each parsed event keeps
+its `raw` dict so the relay can forward exactly what Plivo sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MULAW = "audio/x-mulaw"
+L16 = "audio/x-l16"
+ALLOWED_FORMATS: frozenset[tuple[str, int]] = frozenset({(MULAW, 8000), (L16, 8000), (L16, 16000)})
+OUTBOUND_EVENTS: frozenset[str] = frozenset({"playAudio", "checkpoint", "clearAudio", "sendDTMF"})
+DTMF_CHARS = frozenset("0123456789*#")
+
+
+class PlivoProtocolError(ValueError):
+    """A frame that cannot be understood: logged and skipped, never fatal to the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFormat:
+    encoding: str = MULAW
+    sample_rate: int = 8000
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.sample_rate * (1 if self.encoding == MULAW else 2)
+
+
+@dataclass(frozen=True, slots=True)
+class StartEvent:
+    call_id: str
+    stream_id: str
+    account_id: str | None
+    tracks: tuple[str, ...]
+    media_format: MediaFormat
+    extra_headers: dict[str, str]
+    sequence_number: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    event: str = "start"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaEvent:
+    stream_id: str | None
+    track: str | None
+    timestamp: str | None
+    chunk: int | None
+    payload: str
+    """Base64, kept encoded: the relay forwards it and rarely needs the bytes."""
+    sequence_number: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    event: str = "media"
+
+    def audio(self) -> bytes:
+        return base64.b64decode(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfEvent:
+    stream_id: str | None
+    digit: str
+    track: str | None
+    timestamp: str | None
+    sequence_number: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    event: str = "dtmf"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedStreamEvent:
+    """A checkpoint ack. Match on `name`; `streamId` may be absent. `played` is an old alias."""
+
+    name: str
+    stream_id: str | None
+    sequence_number: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    event: str = "playedStream"
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedAudioEvent:
+    stream_id: str | None
+    sequence_number: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    event: str = "clearedAudio"
+
+
+@dataclass(frozen=True, slots=True)
+class StopEvent:
+    """Either shape (top-level `streamId`/`reason`, or nested `stop{...}`)."""
+
+    stream_id: str | None
+    call_id: str | None
+    reason: str | None
+    sequence_number: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    event: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """playFailed, error, muteStream, ... or anything new: logged, counted, ignored."""
+
+    event: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+PlivoEvent = (
+    StartEvent
+    | MediaEvent
+    | DtmfEvent
+    | PlayedStreamEvent
+    | ClearedAudioEvent
+    | StopEvent
+    | UnknownEvent
+)
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PlivoProtocolError(f"expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _obj(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PlivoProtocolError(f"{key!r} must be an object")
+    return value
+
+
+def parse_extra_headers(value: Any) -> dict[str, str]:
+    """Tolerant: JSON object, else `k=v` pairs split on `;` or `,` (§2.2); `""`/absent is empty."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, str):
+        return {}
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            return {str(k): str(v) for k, v in loaded.items()}
+    out: dict[str, str] = {}
+    for part in text.replace(";", ",").split(","):
+        key, sep, val = part.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = val.strip()
+    return out
+
+
+def parse_event(raw: dict[str, Any]) -> PlivoEvent:
+    """One decoded frame to an event. Raises PlivoProtocolError when a known event is unusable."""
+    event = raw.get("event")
+    if not isinstance(event, str) or not event:
+        raise PlivoProtocolError("frame has no 'event'")
+    seq = _opt_int(raw.get("sequenceNumber"))
+    top_sid = _opt_str(raw.get("streamId"))
+    if event == "start":
+        start = _obj(raw, "start")
+        call_id = _opt_str(start.get("callId"))
+        stream_id = _opt_str(start.get("streamId")) or top_sid
+        if not call_id or not stream_id:
+            raise PlivoProtocolError("start needs start.callId and start.streamId")
+        fmt = _obj(start, "mediaFormat")
+        rate = _opt_int(fmt.get("sampleRate")) or 8000
+        tracks = start.get("tracks")
+        return StartEvent(
+            call_id=call_id,
+            stream_id=stream_id,
+            account_id=_opt_str(start.get("accountId")),
+            tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
+            media_format=MediaFormat(_opt_str(fmt.get("encoding")) or MULAW, rate),
+            extra_headers=parse_extra_headers(raw.get("extra_headers")),
+            sequence_number=seq,
+            raw=raw,
+        )
+    if event == "media":
+        media = _obj(raw, "media")
+        payload = media.get("payload")
+        if not isinstance(payload, str):
+            raise PlivoProtocolError("media.payload must be a base64 string")
+        return MediaEvent(
+            stream_id=top_sid,
+            track=_opt_str(media.get("track")),
+            timestamp=_opt_str(media.get("timestamp")),
+            chunk=_opt_int(media.get("chunk")),
+            payload=payload,
+            sequence_number=seq,
+            raw=raw,
+        )
+    if event == "dtmf":
+        dtmf = raw.get("dtmf")
+        if isinstance(dtmf, str):  # tolerate a bare digit
+            dtmf = {"digit": dtmf}
+        if not isinstance(dtmf, dict):
+            raise PlivoProtocolError("dtmf must be an object")
+        digit = _opt_str(dtmf.get("digit"))
+        if not digit:
+            raise PlivoProtocolError("dtmf.digit is missing")
+        return DtmfEvent(
+            stream_id=top_sid,
+            digit=digit,
+            track=_opt_str(dtmf.get("track")),
+            timestamp=_opt_str(dtmf.get("timestamp")),
+            sequence_number=seq,
+            raw=raw,
+        )
+    if event in ("playedStream", "played"):
+        name = _opt_str(raw.get("name"))
+        if not name:
+            raise PlivoProtocolError(f"{event} has no checkpoint name")
+        return PlayedStreamEvent(name=name, stream_id=top_sid, sequence_number=seq, raw=raw)
+    if event == "clearedAudio":
+        return ClearedAudioEvent(stream_id=top_sid, sequence_number=seq, raw=raw)
+    if event == "stop":
+        stop = raw.get("stop") if isinstance(raw.get("stop"), dict) else {}
+        return StopEvent(
+            stream_id=top_sid or _opt_str(stop.get("streamId")),
+            call_id=_opt_str(stop.get("callId")),
+            reason=_opt_str(raw.get("reason")) or _opt_str(stop.get("reason")),
+            sequence_number=seq,
+            raw=raw,
+        )
+    return UnknownEvent(event=event, raw=raw)
+
+
+def decode_frame(text: str | bytes) -> dict[str, Any]:
+    """A text frame to its JSON object. Raises PlivoProtocolError for anything else."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PlivoProtocolError(f"frame is not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise PlivoProtocolError("frame is not a JSON object")
+    return raw
+
+
+def parse_frame(text: str | bytes) -> PlivoEvent:
+    return parse_event(decode_frame(text))
+
+
+# --- outbound (bridge -> Plivo), exactly as the notes give them (§2.3) -------------------------
+
+
+def play_audio(audio: bytes, content_type: str = MULAW, sample_rate: int = 8000) -> dict[str, Any]:
+    """`sampleRate` is a number; no `streamId` (the documented form)."""
+    if (content_type, sample_rate) not in ALLOWED_FORMATS:
+        raise ValueError(f"Plivo does not accept {content_type} at {sample_rate} Hz")
+    return {
+        "event": "playAudio",
+        "media": {
+            "contentType": content_type,
+            "sampleRate": sample_rate,
+            "payload": base64.b64encode(audio).decode("ascii"),
+        },
+    }
+
+
+def checkpoint(stream_id: str, name: str) -> dict[str, Any]:
+    if not name:
+        raise ValueError("a checkpoint needs a name")
+    return {"event": "checkpoint", "streamId": stream_id, "name": name}
+
+
+def clear_audio(stream_id: str) -> dict[str, Any]:
+    return {"event": "clearAudio", "streamId": stream_id}
+
+
+def send_dtmf(digits: str) -> dict[str, Any]:
+    if not digits or not set(digits) <= DTMF_CHARS:
+        raise ValueError(f"DTMF digits are 0-9, * and #: {digits!r}")
+    return {"event": "sendDTMF", "dtmf": digits}
+
+
+def check_outbound(message: dict[str, Any]) -> str:
+    """Validate a message bound for Plivo (e.g. from the agent); returns its event name."""
+    event = message.get("event")
+    if event not in OUTBOUND_EVENTS:
+        raise PlivoProtocolError(f"not a Plivo outbound event: {event!r}")
+    if event == "playAudio":
+        media = message.get("media")
+        if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
+            raise PlivoProtocolError("playAudio needs media.payload")
+        try:
+            base64.b64decode(media["payload"], validate=True)
+        except (binascii.Error, ValueError):
+            raise PlivoProtocolError("playAudio payload is not base64") from None
+    elif event == "checkpoint" and not isinstance(message.get("name"), str):
+        raise PlivoProtocolError("checkpoint needs a name")
+    elif event == "sendDTMF" and not isinstance(message.get("dtmf"), str):
+        raise PlivoProtocolError("sendDTMF needs dtmf digits")
+    return str(event)
+
+
+def payload_seconds(payload_b64: str, fmt: MediaFormat) -> float:
+    """Playback time of a base64 payload without decoding it (§5.1)."""
+    n = len(payload_b64) * 3 // 4 - payload_b64[-2:].count("=")
+    return max(n, 0) / fmt.bytes_per_second

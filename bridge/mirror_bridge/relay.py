@@ -1,0 +1,435 @@
+"""The per-call relay between Plivo's stream socket and the team's agent socket.
+
+Four tasks per call, so one slow side never stalls the other: a reader and a writer per socket.
+Readers hand every event to the call's session (`CallSessionLike`); writers drain bounded queues
+(`Settings.queue_size` frames), so a stalled peer applies back-pressure to its own direction only
+and nothing buffers without bound. The relay itself forwards exactly two things: Plivo's `start`
+(before `session.on_start`) and `stop` (before `session.close("stop")`) go to the agent as they
+came. Everything else goes through the session, which decides what to forward and when (the
+intervention engine holds and drops agent audio; `PassThroughSession` forwards it all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import websockets
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from mirror.models import CallContext as MirrorCallContext
+from mirror_bridge.agent_protocol import (
+    MirrorMessage,
+    MirrorProtocolError,
+    error_reply,
+    is_mirror,
+    parse_mirror_message,
+)
+from mirror_bridge.plivo_protocol import (
+    OUTBOUND_EVENTS,
+    MediaFormat,
+    PlivoEvent,
+    PlivoProtocolError,
+    StartEvent,
+    StopEvent,
+    UnknownEvent,
+    check_outbound,
+    decode_frame,
+    parse_event,
+)
+from mirror_bridge.settings import Settings
+from mirror_bridge.tenants import TenantConfig, TenantDirectory, normalize_number
+
+log = logging.getLogger("mirror_bridge.relay")
+
+NUMBER_HEADER = "mirrorNumber"
+"""The `extraHeaders` key the answer XML sets: the tenant's number, digits only."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a session knows about its call when it is created (at Plivo's `start`)."""
+
+    call_id: str
+    stream_id: str
+    number: str | None
+    tenant: TenantConfig
+    media_format: MediaFormat
+    start: StartEvent
+
+    def mirror_context(self) -> MirrorCallContext:
+        """The call-state key (`{tenant_id}#{call_id}`) the functions and the store use."""
+        return MirrorCallContext(call_id=self.call_id, tenant_id=self.tenant.tenant_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIO:
+    """How a session speaks: both queue a JSON message; neither blocks for long, neither raises
+    once a side is gone (the message is dropped and logged)."""
+
+    send_plivo: Callable[[dict[str, Any]], Awaitable[None]]
+    send_agent: Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class CallSessionLike(Protocol):
+    async def on_start(self, start: StartEvent) -> None:
+        """Plivo's start (already forwarded to the agent)."""
+        ...
+
+    async def on_plivo_event(self, event: PlivoEvent) -> None:
+        """playedStream, clearedAudio, dtmf, media (inbound caller audio): forward what the
+        agent should see with `io.send_agent(event.raw)`."""
+        ...
+
+    async def on_agent_audio(self, message: dict[str, Any]) -> None:
+        """The agent's playAudio, checkpoint, clearAudio or sendDTMF (validated); the session
+        relays it with `io.send_plivo(message)` now or later, or drops it."""
+        ...
+
+    async def on_mirror_message(self, message: MirrorMessage) -> None:
+        """A turn annotation or tool-gate request; the answer goes back with `io.send_agent`."""
+        ...
+
+    async def close(self, reason: str) -> None:
+        """stop, hang-up, socket close, agent gone; idempotent (the relay calls it once)."""
+        ...
+
+
+SessionFactory = Callable[[CallContext, SessionIO], CallSessionLike]
+
+
+class PassThroughSession:
+    """No supervision: relays both ways at once and says scoring is not configured."""
+
+    def __init__(self, ctx: CallContext, io: SessionIO) -> None:
+        self.ctx = ctx
+        self.io = io
+        self.closed_reason: str | None = None
+
+    async def on_start(self, start: StartEvent) -> None:
+        return None
+
+    async def on_plivo_event(self, event: PlivoEvent) -> None:
+        await self.io.send_agent(event.raw)
+
+    async def on_agent_audio(self, message: dict[str, Any]) -> None:
+        await self.io.send_plivo(message)
+
+    async def on_mirror_message(self, message: MirrorMessage) -> None:
+        await self.io.send_agent(
+            error_reply("not_configured", "scoring not configured", message.model_dump())
+        )
+
+    async def close(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+
+
+def pass_through(ctx: CallContext, io: SessionIO) -> CallSessionLike:
+    return PassThroughSession(ctx, io)
+
+
+AgentConnector = Callable[[str, dict[str, str]], Awaitable[ClientConnection]]
+
+
+def agent_connector(settings: Settings) -> AgentConnector:
+    async def connect(url: str, headers: dict[str, str]) -> ClientConnection:
+        return await ws_connect(
+            url,
+            additional_headers=headers or None,
+            open_timeout=settings.agent_connect_timeout_s,
+            max_queue=settings.queue_size,
+            max_size=2**20,
+            compression=None,  # 20 ms frames: deflate costs latency and buys little
+        )
+
+    return connect
+
+
+class _Writer:
+    """A bounded queue drained by one task into one socket."""
+
+    def __init__(self, name: str, send: Callable[[str], Awaitable[None]], size: int) -> None:
+        self.name = name
+        self._send = send
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=size)
+        self.dead = False
+        self.closing = False
+        self.sent = 0
+        self.task = asyncio.create_task(self._run(), name=f"writer-{name}")
+
+    async def put(self, message: dict[str, Any]) -> None:
+        if self.dead or self.closing:
+            log.debug("%s side is gone; dropped %s", self.name, message.get("event"))
+            return
+        await self._queue.put(json.dumps(message, separators=(",", ":")))
+
+    async def _run(self) -> None:
+        while True:
+            text = await self._queue.get()
+            if text is None:
+                return
+            if self.dead:
+                continue  # keep draining so no producer waits on a full queue forever
+            try:
+                await self._send(text)
+                self.sent += 1
+            except Exception as e:  # the socket closed under us; its reader will see it too
+                log.info("%s send failed (%s); dropping further frames", self.name, e)
+                self.dead = True
+
+    async def finish(self, timeout: float) -> None:
+        """Send what is queued (up to `timeout`), then stop."""
+        self.closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        if not self.task.done() and self._queue.full():
+            self.dead = True  # cannot even queue the sentinel: give up on the backlog
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except TimeoutError:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+@dataclass
+class RelayStats:
+    plivo_frames: Counter[str] = field(default_factory=Counter)
+    agent_frames: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+class CallRelay:
+    """One call: wait for `start`, resolve the tenant, connect the agent, relay until an end."""
+
+    def __init__(
+        self,
+        plivo: WebSocket,
+        settings: Settings,
+        tenants: TenantDirectory,
+        session_factory: SessionFactory = pass_through,
+        connect_agent: AgentConnector | None = None,
+    ) -> None:
+        self.plivo = plivo
+        self.settings = settings
+        self.tenants = tenants
+        self.session_factory = session_factory
+        self.connect_agent = connect_agent or agent_connector(settings)
+        self.stats = RelayStats()
+        self.session: CallSessionLike | None = None
+        self.end_reason: str | None = None
+
+    # --- Plivo side --------------------------------------------------------------------------
+
+    async def _next_plivo_event(self) -> PlivoEvent | None:
+        """The next usable event, or None when the socket closed. Bad frames are skipped."""
+        while True:
+            try:
+                message = await self.plivo.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            text = message.get("text")
+            if text is None:
+                self.stats.skipped["plivo_binary"] += 1
+                log.info(
+                    "skipped a binary frame from Plivo (%d bytes)", len(message["bytes"] or b"")
+                )
+                continue
+            try:
+                event = parse_event(decode_frame(text))
+            except PlivoProtocolError as e:
+                self.stats.skipped["plivo_malformed"] += 1
+                log.warning("skipped a malformed Plivo frame: %s (%.80r)", e, text)
+                continue
+            self.stats.plivo_frames[event.event] += 1
+            if isinstance(event, UnknownEvent):
+                self.stats.skipped["plivo_unknown"] += 1
+                log.info("skipped unknown Plivo event %r", event.event)
+                continue
+            return event
+
+    async def _resolve_tenant(self, start: StartEvent) -> tuple[str | None, TenantConfig | None]:
+        number = start.extra_headers.get(NUMBER_HEADER)
+        if number:
+            config = await self.tenants.get(number)
+            if config is not None:
+                return normalize_number(number), config
+            log.warning("no tenant config for number %s", normalize_number(number))
+        if self.settings.default_agent_url:
+            return number, TenantConfig(
+                tenant_id=self.settings.default_tenant_id,
+                agent_url=self.settings.default_agent_url,
+            )
+        return number, None
+
+    async def _plivo_reader(self, session: CallSessionLike, agent: _Writer) -> str:
+        while True:
+            event = await self._next_plivo_event()
+            if event is None:
+                return "plivo_closed"
+            if isinstance(event, StartEvent):
+                self.stats.skipped["plivo_duplicate_start"] += 1
+                log.warning("skipped a second start on stream %s", event.stream_id)
+                continue
+            if isinstance(event, StopEvent):
+                await agent.put(event.raw)
+                return "stop"
+            try:
+                await session.on_plivo_event(event)
+            except Exception:
+                log.exception("session failed on Plivo %s; the call goes on", event.event)
+
+    # --- agent side --------------------------------------------------------------------------
+
+    async def _agent_reader(
+        self, conn: ClientConnection, session: CallSessionLike, agent: _Writer
+    ) -> str:
+        try:
+            async for frame in conn:
+                await self._on_agent_frame(frame, session, agent)
+        except websockets.ConnectionClosed:
+            pass
+        return "agent_closed"
+
+    async def _on_agent_frame(
+        self, frame: str | bytes, session: CallSessionLike, agent: _Writer
+    ) -> None:
+        if isinstance(frame, bytes):
+            self.stats.skipped["agent_binary"] += 1
+            await agent.put(error_reply("unsupported_frame", "binary frames are not used"))
+            return
+        try:
+            message = decode_frame(frame)
+        except PlivoProtocolError as e:
+            self.stats.skipped["agent_malformed"] += 1
+            await agent.put(error_reply("malformed_frame", str(e)))
+            return
+        event = message.get("event")
+        self.stats.agent_frames[str(event)] += 1
+        try:
+            if is_mirror(message):
+                try:
+                    parsed = parse_mirror_message(message)
+                except MirrorProtocolError as e:
+                    self.stats.skipped["agent_mirror_rejected"] += 1
+                    await agent.put(e.error.to_wire())
+                    return
+                await session.on_mirror_message(parsed)
+            elif event in OUTBOUND_EVENTS:
+                try:
+                    check_outbound(message)
+                except PlivoProtocolError as e:
+                    self.stats.skipped["agent_invalid"] += 1
+                    await agent.put(error_reply("invalid_message", str(e), message))
+                    return
+                await session.on_agent_audio(message)
+            else:
+                self.stats.skipped["agent_unsupported"] += 1
+                log.info("skipped agent frame with event %r", event)
+                await agent.put(
+                    error_reply(
+                        "unsupported_frame" if isinstance(event, str) else "malformed_frame",
+                        f"the agent may send playAudio, checkpoint, clearAudio, sendDTMF or "
+                        f"mirror.* events, not {str(event)[:64]!r}",
+                        message,
+                    )
+                )
+        except Exception:
+            log.exception("session failed on agent %s; the call goes on", event)
+
+    # --- the call ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Runs until the call ends; never raises for a peer's misbehaviour."""
+        event = await self._next_plivo_event()
+        while event is not None and not isinstance(event, StartEvent):
+            self.stats.skipped["plivo_before_start"] += 1
+            log.warning("skipped Plivo %s before start", event.event)
+            if isinstance(event, StopEvent):
+                return await self._close_plivo(1000)
+            event = await self._next_plivo_event()
+        if event is None:
+            self.end_reason = "plivo_closed"
+            return
+        start = event
+        number, tenant = await self._resolve_tenant(start)
+        if tenant is None:
+            log.error("call %s: no tenant config and no default agent; ending", start.call_id)
+            self.end_reason = "no_tenant"
+            return await self._close_plivo(1008)
+        try:
+            conn = await self.connect_agent(tenant.agent_url, tenant.agent_headers)
+        except Exception as e:
+            log.error("call %s: agent %s unreachable: %s", start.call_id, tenant.agent_url, e)
+            self.end_reason = "agent_unreachable"
+            return await self._close_plivo(1011)
+        await self._relay(start, number, tenant, conn)
+
+    async def _relay(
+        self, start: StartEvent, number: str | None, tenant: TenantConfig, conn: ClientConnection
+    ) -> None:
+        size = self.settings.queue_size
+        to_plivo = _Writer("plivo", self.plivo.send_text, size)
+        to_agent = _Writer("agent", conn.send, size)
+        ctx = CallContext(start.call_id, start.stream_id, number, tenant, start.media_format, start)
+        io = SessionIO(send_plivo=to_plivo.put, send_agent=to_agent.put)
+        session = self.session_factory(ctx, io)
+        self.session = session
+        log.info(
+            "call %s stream %s: tenant %s, agent %s",
+            ctx.call_id,
+            ctx.stream_id,
+            tenant.tenant_id,
+            tenant.agent_url,
+        )
+        readers: list[asyncio.Task[str]] = []
+        reason = "error"
+        try:
+            await to_agent.put(start.raw)
+            try:
+                await session.on_start(start)
+            except Exception:
+                log.exception("session failed on start; the call goes on")
+            readers = [
+                asyncio.create_task(self._plivo_reader(session, to_agent), name="plivo-reader"),
+                asyncio.create_task(
+                    self._agent_reader(conn, session, to_agent), name="agent-reader"
+                ),
+            ]
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            finished = done.pop()
+            reason = finished.result() if not finished.exception() else "error"
+        finally:
+            for task in readers:
+                task.cancel()
+            for task in readers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.end_reason = reason
+            log.info("call %s ending: %s %s", ctx.call_id, reason, dict(self.stats.skipped))
+            try:
+                await session.close(reason)
+            except Exception:
+                log.exception("session close failed")
+            drain = self.settings.close_drain_s
+            await asyncio.gather(to_agent.finish(drain), to_plivo.finish(drain))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), drain)
+            await self._close_plivo(1000)
+
+    async def _close_plivo(self, code: int) -> None:
+        if self.plivo.application_state == WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(Exception):
+            await self.plivo.close(code)

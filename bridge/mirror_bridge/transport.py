@@ -238,9 +238,7 @@ class InProcessTransport:
                     loop = asyncio.get_running_loop()
                     modules = await asyncio.gather(
                         *(
-                            loop.run_in_executor(
-                                self._pool, load_handler_module, name, self._root
-                            )
+                            loop.run_in_executor(self._pool, load_handler_module, name, self._root)
                             for _ in range(self._containers)
                         )
                     )

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import anyio.to_thread
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -421,6 +422,12 @@ def request_id(request: Request) -> str:
     return uuid.uuid4().hex
 
 
+def header_value(text: str) -> str:
+    """Header values travel as latin-1: an id is sent as it is when it is printable ASCII (any
+    id a client would pick), else as percent-encoded UTF-8."""
+    return text if text.isascii() and text.isprintable() else quote(text, safe="")
+
+
 def _lambda_context(request: Request) -> Any | None:
     return request.scope.get("aws.context")
 
@@ -434,9 +441,9 @@ def _lambda_context(request: Request) -> Any | None:
     responses={**BAD_BODY, **STORE_DOWN},
 )
 async def score_turn(event: ScoreTurnEvent, request: Request, response: Response) -> Any:
-    """The verdict for the turn, recorded under `turn_id` (default: the API request id, sent
-    back in the `mirror-turn-id` header); a retry with the same `turn_id` replays the stored
-    verdict (`mirror-replayed: true`)."""
+    """The verdict for the turn, recorded under `turn_id` (default: the API request id; sent
+    back in the `mirror-turn-id` header, percent-encoded unless printable ASCII). A retry with
+    the same `turn_id` replays the stored verdict (`mirror-replayed: true`)."""
     try:
         config = config_for_event(BASE_CONFIG, event)  # event policies compile here
     except ValidationError as e:
@@ -465,7 +472,7 @@ async def score_turn(event: ScoreTurnEvent, request: Request, response: Response
                 "replayed": scored.replayed,
             },
         )
-    response.headers[TURN_ID_HEADER] = turn_id
+    response.headers[TURN_ID_HEADER] = header_value(turn_id)
     response.headers[REPLAYED_HEADER] = "true" if scored.replayed else "false"
     return verdict
 

@@ -34,6 +34,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
         "functions/generate_correction/app.py",
         "app.service().store.connect()",
     ),
+    "api": ("functions/api/app.py", "app.store().connect()"),
 }
 
 

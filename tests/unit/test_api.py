@@ -406,6 +406,18 @@ def test_score_without_turn_id_through_asgi_generates_one(api: ModuleType) -> No
     assert b.headers["mirror-replayed"] == "false"  # two requests, two turns
 
 
+def test_a_non_ascii_turn_id_is_recorded_as_sent_and_percent_encoded_in_the_header(
+    api: ModuleType, store: DynamoDBStateStore
+) -> None:
+    """Found by the property test: header values are latin-1, so this used to be a 500."""
+    event = {**load_event("score_turn_block.json"), "turn_id": "tür/Ā 1"}
+    response = asgi(api, "POST", "/v1/turns:score", json_body=event)
+
+    assert response.status_code == 200
+    assert response.headers["mirror-turn-id"] == "t%C3%BCr%2F%C4%80%201"
+    assert store.get_verdict(ctx_of(event), "tür/Ā 1", time.time()) is not None
+
+
 @pytest.mark.parametrize(
     "name", ["score_turn_allow.json", "score_turn_intervene.json", "score_turn_block.json"]
 )

@@ -495,6 +495,34 @@ def test_gate_with_a_timing_out_tier_holds_through_the_lambda_entry(
     assert result["decisions"][0]["failure"] == "tier_timeout"
 
 
+def test_score_runs_remote_tiers_on_the_containers_loop_across_invocations(
+    load_module: Callable[..., ModuleType],
+) -> None:
+    api = load_module(config=json.dumps({"timeouts": {"tier2_s": 0.05}}), tiers=[SlowTier()])
+    event = load_event("score_turn_allow.json")  # Tier 0 is silent: Tier 2 runs, and times out
+
+    verdicts = []
+    for turn_id in ("t-a", "t-b"):  # the second invocation reuses the first one's event loop
+        body = {**event, "turn_id": turn_id}
+        status, _, verdict = invoke(api, http_event("POST", SCORE, body=body))
+        assert status == 200
+        verdicts.append(verdict)
+
+    for verdict in verdicts:
+        assert verdict["failed_tiers"] == ["tier2"]
+        assert verdict["tiers_run"] == ["tier0", "tier2"]
+    assert not api._loop.is_closed()
+
+
+@pytest.mark.parametrize("name", ["MIRROR_API_MAX_BODY_BYTES", "CORRECTION_LLM_TIMEOUT_S"])
+def test_a_bad_setting_fails_at_cold_start(
+    load_module: Callable[..., ModuleType], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "-1")
+    with pytest.raises(ValueError, match=name):
+        load_module()
+
+
 # --- POST /v1/corrections ----------------------------------------------------------------------
 
 

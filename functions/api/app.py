@@ -31,7 +31,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -186,18 +186,24 @@ def calls_service() -> CallsService:
 class FieldError(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    field: str
-    """Dotted path in the body (`tool_calls.0.id`, as the direct-invoke functions name it),
-    `body` for the body as a whole, `query.<name>` or `path.<name>` for URL parameters."""
+    # Field(description=...), not attribute docstrings: pydantic reads those from the source,
+    # which it cannot find again when this file is imported a second time (the tests do).
+    field: str = Field(
+        description="Dotted path in the body (`tool_calls.0.id`, as the direct-invoke functions"
+        " name it), `body` for the body as a whole, `query.<name>` or `path.<name>` for URL"
+        " parameters."
+    )
     message: str
 
 
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: str
-    """`invalid_event`, `unsupported_media_type`, `payload_too_large`, `call_not_found`,
-    `not_found`, `method_not_allowed`, `state_unavailable` or `internal_error`."""
+    type: str = Field(
+        description="`invalid_event`, `unsupported_media_type`, `payload_too_large`,"
+        " `call_not_found`, `not_found`, `method_not_allowed`, `state_unavailable` or"
+        " `internal_error`."
+    )
     message: str
     fields: list[FieldError] | None = None
 

@@ -36,7 +36,7 @@ ENDED_AT_FIELD = "ended_at"
 class TurnVerdict(BaseModel):
     """One recorded turn's verdict, in recording order (`seq` increases)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     turn_id: str
     seq: int
@@ -47,7 +47,7 @@ class TurnVerdict(BaseModel):
 class CallState(BaseModel):
     """What `GET /v1/calls/{call_id}` returns: the call's metadata, history and verdicts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     call_id: str
     tenant_id: str
@@ -65,7 +65,7 @@ class CallState(BaseModel):
 class CallEnded(BaseModel):
     """What `POST /v1/calls/{call_id}/end` returns; the same for every end of the same call."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     call_id: str
     tenant_id: str

@@ -58,7 +58,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     logger.append_keys(call_id=parsed.call_id, tenant_id=parsed.tenant_id or "default")
     logger.debug("turn", extra={"event": redact_event(event)})
-    config = config_for_event(BASE_CONFIG, parsed)
+    try:
+        config = config_for_event(BASE_CONFIG, parsed)
+    except ValidationError as e:  # the event's own policies or tools do not compile
+        response = validation_error_response(e)
+        logger.warning("invalid ScoreTurn event", extra={"error": response["error"]})
+        metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
+        return response
     turn_id = parsed.turn_id or context.aws_request_id
     try:
         scored = service().score(parsed, config, turn_id)

@@ -382,6 +382,7 @@ BAD_EVENTS: dict[str, tuple[Any, str]] = {
     "event is null": (None, "(event)"),
     "history role unknown": (_with(("history", 0, "role"), "supervisor"), "history.0"),
     "tenant_id with '#'": (_with(("tenant_id",), "acme#evil"), "tenant_id"),
+    "event policy that does not parse": (_with(("policies",), ["FORBID"]), "policies"),
 }
 
 

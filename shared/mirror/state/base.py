@@ -353,6 +353,14 @@ def decode_message(data: str) -> Message:
     return MESSAGE_ADAPTER.validate_json(data)
 
 
+def recorded_verdicts(rows: list[tuple[int, float, str, str]]) -> list[RecordedVerdict]:
+    """(seq, recorded_at, turn_id, data) rows, as both stores read them, in recording order."""
+    return [
+        RecordedVerdict(turn_id=turn_id, seq=seq, recorded_at=at, verdict=decode_verdict(d))
+        for seq, at, turn_id, d in sorted(rows)
+    ]
+
+
 def decode_verdict(data: str) -> Verdict:
     return Verdict.model_validate_json(data)
 

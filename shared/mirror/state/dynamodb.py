@@ -41,6 +41,7 @@ from mirror.state.base import (
     msg_sk,
     number_from_str,
     number_to_str,
+    recorded_verdicts,
     seq_advance,
     seq_of,
     tool_sk,
@@ -509,10 +510,7 @@ class DynamoDBStateStore:
             ]
             if start is None:
                 break
-        return [
-            RecordedVerdict(turn_id=turn_id, seq=seq, recorded_at=at, verdict=decode_verdict(d))
-            for seq, at, turn_id, d in sorted(rows)
-        ]
+        return recorded_verdicts(rows)
 
     # --- cooldown -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from mirror.state.base import (
     is_live,
     meta_view,
     msg_sk,
+    recorded_verdicts,
     seq_advance,
     seq_of,
     tool_sk,
@@ -156,10 +157,7 @@ class InMemoryStateStore:
                 for sk, item in self._calls.get(pk, {}).items()
                 if sk.startswith(VERDICT_PREFIX) and is_live(item[TTL_ATTRIBUTE], now)
             ]
-        return [
-            RecordedVerdict(turn_id=turn_id, seq=seq, recorded_at=at, verdict=decode_verdict(d))
-            for seq, at, turn_id, d in sorted(rows)
-        ]
+        return recorded_verdicts(rows)
 
     # --- cooldown -------------------------------------------------------------------------
 

@@ -4,9 +4,14 @@ In the image (bridge/Dockerfile) uvicorn serves the factory:
 
     uvicorn main:build_app --factory --host 0.0.0.0 --port 8080 --proxy-headers ...
 
-For a local run from the repository root (the core library `mirror` installed in .venv):
+For a local run from the repository root (the core library `mirror` installed in .venv), with
+the functions in-process against a moto server (`moto_server -p 5000`, the call table created
+as template.yaml defines it) and offline speech:
 
-    PUBLIC_BASE_URL=http://127.0.0.1:8080 SIGNATURE_MODE=off .venv/bin/python bridge/main.py
+    AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=testing \\
+    AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \\
+    BRIDGE_MODE=local CALL_TABLE=mirror-local PUBLIC_BASE_URL=http://127.0.0.1:8080 \\
+    SIGNATURE_MODE=off DEFAULT_AGENT_URL=ws://127.0.0.1:9000/agent .venv/bin/python bridge/main.py
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mirror_bridge.app import create_app
 from mirror_bridge.settings import Settings
+from mirror_bridge.wiring import build_app as build_supervised_app
 
 
 def build_app() -> Any:
-    """The ASGI app, with settings read from the environment now: a bad task definition fails
-    the start-up (and the deployment's health checks), not the first call."""
-    return create_app(Settings.from_env())
+    """The supervised ASGI app, with settings read from the environment now: a bad or
+    incomplete task definition fails the start-up (and the deployment's health checks), with
+    every missing variable named, not the first call."""
+    return build_supervised_app(Settings.from_env())
 
 
 def main() -> None:

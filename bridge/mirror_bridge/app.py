@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -92,9 +93,11 @@ def create_app(
     session_factory: SessionFactory | None = None,
     connect_agent: AgentConnector | None = None,
     clock: Callable[[], float] = time.time,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     """The bridge app. Without `tenants`, the call table (or nothing) is the directory; without
-    `session_factory`, calls are passed through unsupervised."""
+    `session_factory`, calls are passed through unsupervised (`mirror_bridge.wiring.build_app`
+    builds the supervised one). `lifespan` runs around the server (start-up work, shutdown)."""
     if tenants is None:
         tenants = (
             DynamoDBTenants(settings.call_table, ttl_s=settings.tenant_cache_ttl_s)
@@ -102,8 +105,12 @@ def create_app(
             else StaticTenants({})
         )
     factory = session_factory or pass_through
-    app = FastAPI(title="Mirror bridge", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Mirror bridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.settings = settings
+    app.state.store = store
+    app.state.session_factory = factory
     app.state.relays = []  # the last few relays, for tests and debugging
     app.state.stream_statuses = []
 

@@ -123,6 +123,11 @@ class BridgeSessionConfig:
     """How long a REST Speak is assumed to play (there is no completion event)."""
     mirror: MirrorConfig = field(default_factory=MirrorConfig)
     """The tenant's config: irreversible tools and the tool-gate failure mode (local holds)."""
+    policies: list[str] | None = None
+    """The tenant's policies, sent with every ScoreTurn, GateTool and GenerateCorrection event
+    (None: the functions' configured ones)."""
+    irreversible_tools: list[str] | None = None
+    """The tenant's irreversible tools, sent with ScoreTurn and GateTool (None: configured)."""
 
 
 @dataclass
@@ -319,6 +324,13 @@ class CallSession:
             "turn_id": turn.turn_id,
         }
         payload.update({k: turn.annotation[k] for k in TURN_FIELDS if k in turn.annotation})
+        return self._with_tenant(payload)
+
+    def _with_tenant(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.config.policies is not None:
+            payload["policies"] = list(self.config.policies)
+        if self.config.irreversible_tools is not None:
+            payload["irreversible_tools"] = list(self.config.irreversible_tools)
         return payload
 
     async def _score(self, turn: _Turn) -> None:
@@ -432,6 +444,7 @@ class CallSession:
         payload = self._score_payload(turn)
         payload.pop("tool_calls", None)
         payload.pop("tool_results", None)
+        payload.pop("irreversible_tools", None)  # not a GenerateCorrection field
         payload["verdict"] = iv.verdict
         iv.mark("correction_requested", self.clock)
         try:
@@ -569,6 +582,7 @@ class CallSession:
         request_id = str(msg.get("request_id") or "")
         payload: dict[str, Any] = {"call_id": self.ctx.call_id, "tenant_id": self.ctx.tenant_id}
         payload.update({k: msg[k] for k in TURN_FIELDS if k in msg})
+        self._with_tenant(payload)
         self.counts["gate_requests"] += 1
         try:
             result = await self.functions.invoke(GATE_TOOL, payload, self.config.gate_timeout_s)

@@ -13,6 +13,10 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 SignatureMode = Literal["off", "log", "enforce"]
+Mode = Literal["aws", "local"]
+"""`aws`: Lambda, Polly, DynamoDB, EventBridge. `local`: the functions in-process (against moto
+or whatever `AWS_ENDPOINT_URL` points at) and offline speech."""
+TtsEngine = Literal["polly", "offline"]
 
 
 class SettingsError(ValueError):
@@ -42,6 +46,27 @@ class Settings:
     close_drain_s: float = 1.0
     """How long closing waits for queued frames (e.g. `stop` to the agent) to go out."""
     meta_ttl_s: int = 7 * 24 * 3600
+    # --- supervision (mirror_bridge.wiring reads these; required ones are checked there) ------
+    mode: Mode = "aws"
+    score_turn_function: str | None = None
+    gate_tool_function: str | None = None
+    generate_correction_function: str | None = None
+    """Function names or ARNs for direct invoke (`aws` mode)."""
+    event_bus_name: str | None = None
+    """Where `CallEnded` goes (`aws` mode: required; `local`: optional, else it is only logged)."""
+    tts_engine: TtsEngine | None = None
+    """None: Polly in `aws` mode, the offline engine in `local` mode."""
+    polly_engine: str = "neural"
+    function_workers: int = 16
+    """Threads for function calls (Lambda invokes or in-process handlers), shared by all calls."""
+    hold_budget_s: float = 0.1
+    """How long a turn's audio waits for its verdict before it is released (fail open)."""
+    max_call_s: float = 3600.0
+    """Call-length guard: the call is ended after this long (0: no limit)."""
+    caller_silence_s: float = 10.0
+    """Silence watchdog: the agent is told after this long without the caller (0: off)."""
+    mirror_dispatch_s: float = 0.02
+    """How long the relay waits for a session to take a Mirror message before it reads on."""
 
     def __post_init__(self) -> None:
         if not self.auth_token and self.signature_mode == "enforce":
@@ -55,6 +80,21 @@ class Settings:
             )
         if self.queue_size < 1:
             raise SettingsError("BRIDGE_QUEUE_SIZE must be at least 1")
+        if self.mode not in ("aws", "local"):
+            raise SettingsError(f"BRIDGE_MODE must be aws or local: {self.mode!r}")
+        if self.tts_engine not in (None, "polly", "offline"):
+            raise SettingsError(f"TTS_ENGINE must be polly or offline: {self.tts_engine!r}")
+        if self.function_workers < 1:
+            raise SettingsError("FUNCTION_WORKERS must be at least 1")
+        if not 0 < self.hold_budget_s <= 5:
+            raise SettingsError(f"HOLD_BUDGET_S must be in (0, 5] seconds: {self.hold_budget_s}")
+        for name, value in (
+            ("MAX_CALL_S", self.max_call_s),
+            ("CALLER_SILENCE_S", self.caller_silence_s),
+            ("mirror_dispatch_s", self.mirror_dispatch_s),
+        ):
+            if not value >= 0:  # also false for nan
+                raise SettingsError(f"{name} must be 0 or more seconds: {value}")
 
     def _public(self, path: str, scheme: str | None = None) -> str:
         u = urlsplit(self.public_base_url)
@@ -100,4 +140,15 @@ class Settings:
             tenant_cache_ttl_s=num("TENANT_CACHE_TTL_S", 30.0),
             agent_connect_timeout_s=num("AGENT_CONNECT_TIMEOUT_S", 3.0),
             queue_size=int(num("BRIDGE_QUEUE_SIZE", 512)),
+            mode=(opt("BRIDGE_MODE") or "aws").lower(),  # type: ignore[arg-type]
+            score_turn_function=opt("SCORE_TURN_FUNCTION"),
+            gate_tool_function=opt("GATE_TOOL_FUNCTION"),
+            generate_correction_function=opt("GENERATE_CORRECTION_FUNCTION"),
+            event_bus_name=opt("EVENT_BUS_NAME"),
+            tts_engine=(opt("TTS_ENGINE") or "").lower() or None,  # type: ignore[arg-type]
+            polly_engine=opt("POLLY_ENGINE") or "neural",
+            function_workers=int(num("FUNCTION_WORKERS", 16)),
+            hold_budget_s=num("HOLD_BUDGET_S", 0.1),
+            max_call_s=num("MAX_CALL_S", 3600.0),
+            caller_silence_s=num("CALLER_SILENCE_S", 10.0),
         )

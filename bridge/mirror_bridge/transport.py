@@ -249,6 +249,11 @@ class InProcessTransport:
                 self._free[name] = queue
             return self._free[name]
 
+    async def warm(self, names: tuple[str, ...] = FUNCTION_NAMES) -> None:
+        """Load the handlers now: a cold import takes far longer than a turn's hold budget."""
+        for name in names:
+            await self._queue(name)
+
     async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s

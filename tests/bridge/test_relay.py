@@ -287,6 +287,9 @@ def test_checkpoint_ack_variants_reach_the_session() -> None:
                     await agent.connected.wait()
                     await agent.calls[0].wait_event("played")
                     await peer.stop()
+                    await asyncio.wait_for(peer.closed.wait(), 5)
+                # the bridge closed the agent socket before the server stops
+                await asyncio.wait_for(agent.calls[0].closed.wait(), 5)
         assert bridge.sessions[0].plivo_events == ["playedStream"]
         assert agent.calls[0].events("played")[0]["name"] == "c1"
 

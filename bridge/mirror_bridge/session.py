@@ -23,9 +23,15 @@ intervened turn is dropped; audio of a newer turn waits until the intervention i
 intervention supersedes a running one (its clearAudio cancels the older waits). The speech
 cooldown is ScoreTurn's (it answers `allow` with `cooldown_suppressed`); the session adds none.
 
+**What the agent sees.** Caller media and dtmf go to the agent as they came, and so do the
+playedStream of the agent's own checkpoints; acks of Mirror's checkpoints do not (nor does the
+intervened turn's checkpoint: it was never sent, the agent gets `mirror.verdict` and
+`mirror.override` instead).
+
 **clearedAudio.** Waits pending when a clearAudio goes out fail then (Plivo drops those
-checkpoints). A clearedAudio that answers one of the clears sent on this stream only confirms it;
-one that answers none (the queue was cleared by someone else) cancels every pending wait.
+checkpoints). A clearedAudio that answers one of the clears sent on this stream only confirms it
+(it reaches the agent when the clear was the agent's); one that answers none (the queue was
+cleared by someone else) cancels every pending wait and reaches the agent.
 
 **Tool gate.** `mirror.tool_gate` → GateTool → `mirror.tool_decision`. A failure, timeout or
 `{"error"}` answer holds irreversible calls (`tool_gate_failure_mode`) and allows reversible ones.
@@ -196,8 +202,8 @@ class CallSession:
         self._plivo_gone = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._agent_lock = asyncio.Lock()
-        self._clears_sent = 0
-        self._clears_acked = 0
+        self._clears_on_wire: deque[str] = deque()
+        """Who sent each clearAudio not yet answered by a clearedAudio (in order)."""
         self._close_task: asyncio.Task[None] | None = None
 
     # --- inbound: Plivo ----------------------------------------------------------------------
@@ -224,27 +230,33 @@ class CallSession:
     async def on_plivo_event(self, event: Any) -> None:
         raw = as_dict(event)
         kind = raw.get("event")
+        forward = True
         if kind in ("playedStream", "played"):
             name = raw.get("name")
             if isinstance(name, str) and self.checkpoints.resolve(
                 name, raw.get("streamId"), self.clock()
             ):
                 self.counts["checkpoints_played"] += 1
+                forward = False
             elif isinstance(name, str) and self.checkpoints.owns(name):
                 self.counts["stale_played"] += 1
+                forward = False
         elif kind == "clearedAudio":
-            if self._clears_acked < self._clears_sent:
-                self._clears_acked += 1  # confirms our clear: its waits already failed
+            if self._clears_on_wire:  # answers a clear we sent: its waits already failed
+                forward = self._clears_on_wire.popleft() == AGENT
             else:
                 self.counts["unsolicited_cleared"] += 1
                 if self.checkpoints.fail_all("cleared"):
                     self.playout.clear()
         elif kind == "stop":
             await self.close("stop")
+            return
         elif kind == "media":
             self.counts["caller_frames"] += 1
         elif kind == "dtmf":
             self.counts["dtmf"] += 1
+        if forward and not self.closed:
+            await self._send_agent(raw)
 
     # --- inbound: agent ----------------------------------------------------------------------
 
@@ -365,7 +377,6 @@ class CallSession:
             return
         kind = msg.get("event")
         if kind == "clearAudio":
-            self._clears_sent += 1
             self.checkpoints.fail_all("cleared")
             self.playout.clear()
         elif kind == "playAudio":
@@ -387,6 +398,8 @@ class CallSession:
                 try:
                     await self.io.send_plivo(msg)
                     self.counts[f"{origin}_frames_sent"] += 1
+                    if msg.get("event") == "clearAudio":
+                        self._clears_on_wire.append(origin)
                 except Exception as e:  # socket gone: the relay will close us
                     self._plivo_gone = True
                     self.counts["plivo_frames_lost"] += 1 + len(self._outbox)

@@ -338,3 +338,42 @@ def test_unidirectional_stream_falls_back_to_rest_speak() -> None:
         await session.close("stop")
 
     run(scenario())
+
+
+def test_the_agent_sees_caller_events_and_its_own_acks_but_not_mirrors() -> None:
+    async def scenario() -> None:
+        transport = FakeTransport(
+            {"score_turn": [(0.0, INTERVENE)], "generate_correction": [(0.0, CORRECTION)]}
+        )
+        session, wire, _ = make_session(transport, hold_budget_s=0.5)
+        await session.on_start(start_event())
+        media = {"event": "media", "streamId": "s", "media": {"payload": "/w==", "chunk": 1}}
+        dtmf = {"event": "dtmf", "streamId": "s", "dtmf": {"digit": "5"}}
+        await session.on_plivo_event(media)
+        await session.on_plivo_event(dtmf)
+        # the agent's own checkpoint and clear (no turn pending: straight through)
+        await session.on_agent_audio({"event": "checkpoint", "streamId": "s", "name": "agent-1"})
+        await session.on_agent_audio({"event": "clearAudio", "streamId": "s"})
+        await until(lambda: len(wire.plivo) == 2)
+        await session.on_plivo_event(played("agent-1"))
+        await session.on_plivo_event({"event": "clearedAudio", "streamId": "s"})  # the agent's
+        assert wire.agent == [media, dtmf, played("agent-1"), {"event": "clearedAudio",
+                                                                "streamId": "s"}]  # fmt: skip
+        # an intervention: its clear's ack and its checkpoints' acks stay with Mirror
+        await session.on_mirror_message(turn("t1"))
+        await until(lambda: len(wire.checkpoints()) == 2)  # agent-1, then the buffer's
+        await session.on_plivo_event({"event": "clearedAudio", "streamId": "s"})  # Mirror's
+        await session.on_plivo_event(played(wire.checkpoints()[1]))
+        await until(lambda: len(wire.checkpoints()) == 3)
+        await session.on_plivo_event(played(wire.checkpoints()[2]))
+        await until(lambda: wire.agent[-1]["event"] == "mirror.override")
+        assert [m["event"] for m in wire.agent[4:]] == ["mirror.verdict", "mirror.override"]
+        # a clear nobody here sent (e.g. Plivo's own): the agent hears of it
+        await session.on_plivo_event({"event": "clearedAudio", "streamId": "s"})
+        assert wire.agent[-1] == {"event": "clearedAudio", "streamId": "s"}
+        assert session.counts["unsolicited_cleared"] == 1
+        await session.close("stop")
+        await session.on_plivo_event(media)  # after close: nothing more to the agent
+        assert wire.agent[-1]["event"] == "clearedAudio"
+
+    run(scenario())

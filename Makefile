@@ -52,6 +52,11 @@ bench: venv
 	$(PY) benchmarks/judge.py --eval-dir $(EVAL_DIR) --json
 	$(PY) benchmarks/cold_start.py --json
 
+# The bridge under load on loopback (benchmarks/bridge.py --help): one JSON line, exit 0 either way.
+.PHONY: bench-bridge
+bench-bridge: venv
+	$(SANDBOX) $(PY) benchmarks/bridge.py --json
+
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,283 @@
+"""The bridge's local stack, shared by `scripts/demo_call.py` and `benchmarks/bridge.py`.
+
+- `add_paths()`: the bridge package (`bridge/`, not installed) and the checkout (for the Plivo
+  peer and scripted agent in `tests/bridge/`) on sys.path.
+- `session_factory(...)`: the production `CallSession` per call, built from its collaborators.
+- `MotoServer`: moto in server mode on a free loopback port, the call table created from
+  template.yaml's definition, an EventBridge rule sending `CallEnded` to an SQS queue so the
+  event can be read back.
+- `BridgeServer`: uvicorn serving an app on 127.0.0.1 in a thread with its own event loop.
+
+Nothing here listens beyond 127.0.0.1 or talks to anything but these local servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BRIDGE_DIR = REPO / "bridge"
+TEMPLATE = REPO / "template.yaml"
+REGION = "us-east-1"
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+CALL_ENDED_PATTERN = {"source": ["mirror.bridge"], "detail-type": ["CallEnded"]}
+
+
+def add_paths() -> None:
+    for path in (str(REPO), str(BRIDGE_DIR)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+
+def forwarding(session_cls: type) -> type:
+    """`session_cls` with the relay contract's forwarding guaranteed: Plivo events the agent
+    should see (caller media, dtmf, clearedAudio, acks of the agent's own checkpoints) go to the
+    agent. If the session already forwarded an event this adds nothing (it watches `send_agent`),
+    so it is a no-op for a session that forwards by itself."""
+
+    class Forwarding(session_cls):  # type: ignore[misc, valid-type]
+        def __init__(self, ctx: Any, io: Any, **kwargs: Any) -> None:
+            self._agent_sends = 0
+            self._raw_send_agent = io.send_agent
+
+            async def send_agent(message: dict[str, Any]) -> None:
+                self._agent_sends += 1
+                await self._raw_send_agent(message)
+
+            io = type(io)(send_plivo=io.send_plivo, send_agent=send_agent)
+            super().__init__(ctx, io, **kwargs)
+
+        async def on_plivo_event(self, event: Any) -> None:
+            before = self._agent_sends
+            await super().on_plivo_event(event)
+            raw = getattr(event, "raw", event)
+            if self._agent_sends != before or not isinstance(raw, dict) or self.closed:
+                return
+            kind = raw.get("event")
+            if kind in ("playedStream", "played"):
+                if self.checkpoints.owns(str(raw.get("name"))):
+                    return  # Mirror's own checkpoint: not the agent's business
+            elif kind not in ("media", "dtmf", "clearedAudio"):
+                return
+            await self.io.send_agent(raw)
+
+    Forwarding.__name__ = Forwarding.__qualname__ = f"Forwarding{session_cls.__name__}"
+    return Forwarding
+
+
+def session_factory(
+    *,
+    functions: Any,
+    tts: Any,
+    events: Any,
+    state: Any = None,
+    config: Any = None,
+    buffer_lines: Any = None,
+    session_cls: type | None = None,
+) -> Callable[[Any, Any], Any]:
+    """A relay `SessionFactory`: one `CallSession` (or `session_cls`) per call, all sharing the
+    transport, the TTS and its buffer-line cache, the event sink and the state writer."""
+    add_paths()
+    from mirror_bridge.session import BridgeSessionConfig, CallSession
+    from mirror_bridge.tts import BufferLineCache
+
+    cls = forwarding(session_cls or CallSession)
+    config = config or BridgeSessionConfig()
+    buffer_lines = buffer_lines or BufferLineCache(tts)
+
+    def factory(ctx: Any, io: Any) -> Any:
+        return cls(
+            ctx.mirror_context(),
+            io,
+            functions=functions,
+            tts=tts,
+            events=events,
+            config=config,
+            buffer_lines=buffer_lines,
+            state=state,
+        )
+
+    return factory
+
+
+# --- moto server ----------------------------------------------------------------------------
+
+
+@dataclass
+class MotoServer:
+    """moto in server mode on 127.0.0.1 with the call table and a CallEnded queue."""
+
+    table_name: str = "mirror-local-call-state"
+    queue_name: str = "mirror-local-call-ended"
+    rule_name: str = "mirror-local-call-ended"
+    port: int = field(default_factory=free_port)
+    queue_url: str = ""
+
+    def __post_init__(self) -> None:
+        self._server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+            region_name=REGION,
+        ).client(service, endpoint_url=self.endpoint)
+
+    def start(self) -> MotoServer:
+        from moto.server import ThreadedMotoServer
+
+        from mirror.local import call_table_properties, create_call_table
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        create_call_table(self.client("dynamodb"), self.table_name, call_table_properties(TEMPLATE))
+        sqs = self.client("sqs")
+        self.queue_url = sqs.create_queue(QueueName=self.queue_name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        events = self.client("events")
+        events.put_rule(Name=self.rule_name, EventPattern=json.dumps(CALL_ENDED_PATTERN))
+        events.put_targets(
+            Rule=self.rule_name,
+            Targets=[{"Id": "queue", "Arn": arn["Attributes"]["QueueArn"]}],
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def call_items(self, pk: str) -> list[dict[str, Any]]:
+        """Every item of one call (partition key `pk`), as plain values."""
+        from boto3.dynamodb.types import TypeDeserializer
+
+        client = self.client("dynamodb")
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+        }
+        deserialize = TypeDeserializer().deserialize
+        while True:
+            page = client.query(**kwargs)
+            items += [{k: deserialize(v) for k, v in item.items()} for item in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def call_ended_events(self, wait_s: float = 2.0) -> list[dict[str, Any]]:
+        """The EventBridge envelopes the rule delivered to the queue so far."""
+        sqs = self.client("sqs")
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait_s
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            for message in batch.get("Messages", []):
+                out.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if out or time.monotonic() > deadline:
+                return out
+            time.sleep(0.05)
+
+
+# --- the bridge under uvicorn ---------------------------------------------------------------
+
+
+class BridgeServer:
+    """uvicorn serving `app` on 127.0.0.1 in a daemon thread with its own event loop."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            ws_ping_interval=None,
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="bridge", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/plivo/stream"
+
+    def start(self) -> BridgeServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the bridge (uvicorn) did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the bridge's loop (e.g. to read a session's state safely)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self.server, "_loop", None)
+        if loop is None:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+
+def environment(overrides: Mapping[str, str]) -> Callable[[], None]:
+    """Apply environment overrides now; returns the function that restores the old values."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in overrides}
+    for k, v in overrides.items():
+        if v == "":
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+    def restore() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    return restore

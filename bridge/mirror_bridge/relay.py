@@ -7,6 +7,12 @@ and nothing buffers without bound. The relay itself forwards exactly two things:
 (before `session.on_start`) and `stop` (before `session.close("stop")`) go to the agent as they
 came. Everything else goes through the session, which decides what to forward and when (the
 intervention engine holds and drops agent audio; `PassThroughSession` forwards it all).
+
+The readers call the session inline, so its view of each direction stays in order (a
+`mirror.turn` is registered before the audio that follows it). Session methods therefore return
+at once and do slow work (ScoreTurn, GateTool, speech) in tasks of their own; a Mirror message
+that still takes longer than `Settings.mirror_dispatch_s` is left to finish in the background
+(counted as `agent_mirror_slow`) and the agent's audio reads on.
 """
 
 from __future__ import annotations
@@ -95,7 +101,8 @@ class CallSessionLike(Protocol):
         ...
 
     async def on_mirror_message(self, message: MirrorMessage) -> None:
-        """A turn annotation or tool-gate request; the answer goes back with `io.send_agent`."""
+        """A turn annotation or tool-gate request; the answer goes back with `io.send_agent`.
+        Returns at once: scoring and gating run in the session's own tasks."""
         ...
 
     async def close(self, reason: str) -> None:
@@ -227,6 +234,7 @@ class CallRelay:
         self.stats = RelayStats()
         self.session: CallSessionLike | None = None
         self.end_reason: str | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     # --- Plivo side --------------------------------------------------------------------------
 
@@ -325,7 +333,7 @@ class CallRelay:
                     self.stats.skipped["agent_mirror_rejected"] += 1
                     await agent.put(e.error.to_wire())
                     return
-                await session.on_mirror_message(parsed)
+                await self._dispatch_mirror(session, parsed)
             elif event in OUTBOUND_EVENTS:
                 try:
                     check_outbound(message)
@@ -347,6 +355,30 @@ class CallRelay:
                 )
         except Exception:
             log.exception("session failed on agent %s; the call goes on", event)
+
+    async def _dispatch_mirror(self, session: CallSessionLike, message: MirrorMessage) -> None:
+        """Hand a Mirror message to the session in order with the agent's audio (a turn must be
+        registered before the audio that follows it), without letting it stall that audio: a
+        session takes a message at once and does the slow part (scoring, gating) in its own
+        tasks; one that takes longer than `mirror_dispatch_s` finishes in the background and
+        the reader goes on."""
+        task = asyncio.ensure_future(session.on_mirror_message(message))
+        done, _ = await asyncio.wait({task}, timeout=self.settings.mirror_dispatch_s)
+        if done:
+            task.result()  # a failure is logged by the caller; the call goes on
+            return
+        self.stats.skipped["agent_mirror_slow"] += 1
+        log.warning(
+            "session took over %.0f ms on %s; reading on", 1000 * self.settings.mirror_dispatch_s,
+            getattr(message, "event", "?"),
+        )  # fmt: skip
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session failed on a Mirror message", exc_info=task.exception())
 
     # --- the call ----------------------------------------------------------------------------
 
@@ -416,6 +448,8 @@ class CallRelay:
             for task in readers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            for task in list(self._background):  # slow Mirror dispatches: the call is over
+                task.cancel()
             self.end_reason = reason
             log.info("call %s ending: %s %s", ctx.call_id, reason, dict(self.stats.skipped))
             try:

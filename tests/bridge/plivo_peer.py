@@ -120,6 +120,8 @@ class PlivoPeer:
     heard: bytearray = field(default_factory=bytearray)
     """What the caller heard: the audio actually played (truncated by clears)."""
     sent: list[dict[str, Any]] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
+    """time.monotonic() when each message of `sent` went out."""
 
     def __post_init__(self) -> None:
         self._ws: ClientConnection | None = None
@@ -174,6 +176,7 @@ class PlivoPeer:
         text = message if isinstance(message, str) else json.dumps(message)
         if not isinstance(message, str):
             self.sent.append(message)
+            self.sent_at.append(time.monotonic())
         await self._ws.send(text)
 
     def _next_seq(self) -> int:

@@ -48,7 +48,9 @@ class RecordingSession(PassThroughSession):
 class Bridge:
     """The app on a free port, wired to one scripted agent through a tenant entry."""
 
-    def __init__(self, agent_url: str, signature_mode: str = "enforce") -> None:
+    def __init__(
+        self, agent_url: str, signature_mode: str = "enforce", session_factory: Any = None
+    ) -> None:
         self.port = free_port()
         self.sessions: list[RecordingSession] = []
         self.settings = Settings(
@@ -58,7 +60,8 @@ class Bridge:
         tenants = StaticTenants({NUMBER: TenantConfig(tenant_id="acme", agent_url=agent_url)})
         self.app = create_app(
             self.settings, tenants=tenants,
-            session_factory=lambda ctx, io: RecordingSession(ctx, io, self.sessions),
+            session_factory=session_factory
+            or (lambda ctx, io: RecordingSession(ctx, io, self.sessions)),
         )  # fmt: skip
         self.server = LiveServer(self.app, self.port)
 

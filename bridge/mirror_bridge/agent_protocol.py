@@ -3,8 +3,11 @@
 The agent sends `mirror.turn` (what it heard, what it is saying, the tools it plans) and
 `mirror.tool_gate` (may I run these calls now?). The bridge answers with `mirror.verdict`,
 `mirror.tool_decision`, `mirror.override` (a one-shot note for the agent's next turn) and
-`mirror.error` (a message it could not use: the call goes on). Every Mirror message has an
-`event` starting with `mirror.`; everything else on the socket is Plivo's protocol.
+`mirror.error` (a message it could not use: the call goes on). On its own the bridge sends
+`mirror.caller_silent` (the silence watchdog) and `mirror.call_ending` (the call-length guard,
+just before it closes the call). Every Mirror message has an `event` starting with `mirror.`;
+everything else on the socket is Plivo's protocol. An agent ignores Mirror events it does not
+know: later bridges may add some.
 """
 
 from __future__ import annotations
@@ -92,6 +95,27 @@ class MirrorOverride(BaseModel):
     note: str
     turn_id: str | None = None
     intervention_id: str | None = None
+
+
+class MirrorCallerSilent(BaseModel):
+    """The caller has not been heard (no speech-level audio, key press or caller turn) for
+    `silent_s` seconds since the last audio played to them ended; `notice` counts the notices
+    of this silence (one every `CALLER_SILENCE_S`)."""
+
+    model_config = _OUT
+    event: Literal["mirror.caller_silent"] = "mirror.caller_silent"
+    silent_s: float
+    notice: int = Field(ge=1)
+
+
+class MirrorCallEnding(BaseModel):
+    """The bridge is ending the call (`reason` `max_duration`: `MAX_CALL_S` was reached); the
+    agent's socket closes right after it."""
+
+    model_config = _OUT
+    event: Literal["mirror.call_ending"] = "mirror.call_ending"
+    reason: Literal["max_duration"]
+    max_call_s: float
 
 
 class MirrorError(BaseModel):

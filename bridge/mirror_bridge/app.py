@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -42,12 +43,18 @@ from mirror_bridge.tenants import DynamoDBTenants, StaticTenants, TenantDirector
 log = logging.getLogger("mirror_bridge.app")
 
 XML_MEDIA_TYPE = "application/xml"
+STREAM_TIMEOUT_MARGIN_S = 60
 _EVENT_NAME = re.compile(r"[^A-Za-z0-9]")
 
 
 def stream_xml(settings: Settings, number: str, tenant_id: str) -> str:
     """The `<Stream>` answer (plivo-protocol.md §1.2), built with the plivo SDK."""
     status_url = f"{settings.status_url}?{urlencode({'tenant': tenant_id})}"
+    # Plivo's own limit backs up the bridge's call-length guard (a minute later, so the guard
+    # normally ends the call first and tells the agent).
+    timeout = (
+        math.ceil(settings.max_call_s) + STREAM_TIMEOUT_MARGIN_S if settings.max_call_s else None
+    )
     response = plivoxml.ResponseElement().add(
         plivoxml.StreamElement(
             settings.stream_url,
@@ -55,6 +62,7 @@ def stream_xml(settings: Settings, number: str, tenant_id: str) -> str:
             keepCallAlive=True,
             contentType=f"{MULAW};rate=8000",
             audioTrack="inbound",
+            streamTimeout=timeout,
             statusCallbackUrl=status_url,
             statusCallbackMethod="POST",
             extraHeaders=f"{NUMBER_HEADER}={number}",

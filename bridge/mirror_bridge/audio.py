@@ -135,3 +135,21 @@ def b64_decoded_len(payload: str) -> int:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+@cache
+def _loud_table(threshold: int) -> bytes:
+    """μ-law byte → 1 when its sample's magnitude reaches `threshold`, else 0."""
+    return bytes(1 if abs(s) >= threshold else 0 for s in DECODE_TABLE)
+
+
+def is_loud(data: bytes, encoding: str, threshold: int) -> bool:
+    """Whether any sample of a frame reaches `threshold` (16-bit magnitude): the silence
+    watchdog's test for caller speech. One C-speed pass per frame (`bytes.translate`, or the
+    min/max of an array), cheap at 50 frames a second per call."""
+    if not data:
+        return False
+    if encoding == MULAW:
+        return max(data.translate(_loud_table(threshold))) == 1
+    samples = _pcm_samples(data[: len(data) - len(data) % 2])
+    return bool(samples) and max(-min(samples), max(samples)) >= threshold

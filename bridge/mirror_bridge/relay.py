@@ -356,6 +356,18 @@ class CallRelay:
         except Exception:
             log.exception("session failed on agent %s; the call goes on", event)
 
+    async def _call_limit(self, agent: _Writer) -> str:
+        """The call-length guard: at `max_call_s` the agent is told, then the call ends like a
+        hang-up (the session closes, `CallEnded` once, both sockets close; with nothing after
+        `<Stream>` in the answer XML, Plivo then ends the call)."""
+        limit = self.settings.max_call_s
+        await asyncio.sleep(limit)
+        log.warning("call reached MAX_CALL_S (%g s): ending it", limit)
+        await agent.put(
+            {"event": "mirror.call_ending", "reason": "max_duration", "max_call_s": limit}
+        )
+        return "max_duration"
+
     async def _dispatch_mirror(self, session: CallSessionLike, message: MirrorMessage) -> None:
         """Hand a Mirror message to the session in order with the agent's audio (a turn must be
         registered before the audio that follows it), without letting it stall that audio: a
@@ -439,6 +451,8 @@ class CallRelay:
                     self._agent_reader(conn, session, to_agent), name="agent-reader"
                 ),
             ]
+            if self.settings.max_call_s > 0:
+                readers.append(asyncio.create_task(self._call_limit(to_agent), name="call-limit"))
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
             finished = done.pop()
             reason = finished.result() if not finished.exception() else "error"

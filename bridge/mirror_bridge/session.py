@@ -36,6 +36,13 @@ cleared by someone else) cancels every pending wait and reaches the agent.
 **Tool gate.** `mirror.tool_gate` → GateTool → `mirror.tool_decision`. A failure, timeout or
 `{"error"}` answer holds irreversible calls (`tool_gate_failure_mode`) and allows reversible ones.
 
+**Silence watchdog** (`caller_silence_s` > 0). The caller is heard when a media frame has a
+loud enough sample, when they press a key, or when a `mirror.turn` brings their words. Silence
+counts from the later of that and the estimated end of the audio queued to them (the agent's and
+Mirror's), so a long answer is not the caller's silence. After `caller_silence_s` of it the agent
+gets `{"event": "mirror.caller_silent", "silent_s": ..., "notice": 1}`, then notice 2, 3, ...
+every further `caller_silence_s`; any caller activity starts a new count.
+
 **Close** (stop, hang-up, socket close; idempotent, safe from several paths at once): pending
 waits fail with `ended`, in-flight function calls get up to `close_grace_s` (a correction being
 fetched is still stored by GenerateCorrection), then the final state is written and `CallEnded`
@@ -45,6 +52,7 @@ emitted once.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import time
 from collections import Counter, deque
@@ -64,6 +72,7 @@ from mirror_bridge.audio import (
     bytes_per_second,
     chunks,
     for_stream,
+    is_loud,
 )
 from mirror_bridge.call_end import CallEnd, CallStateWriter, EventSink
 from mirror_bridge.intervention import (
@@ -134,6 +143,12 @@ class BridgeSessionConfig:
     (None: the functions' configured ones)."""
     irreversible_tools: list[str] | None = None
     """The tenant's irreversible tools, sent with ScoreTurn and GateTool (None: configured)."""
+    caller_silence_s: float = 0.0
+    """Silence watchdog (0: off): after this long without the caller and with nothing playing
+    to them, the agent gets `mirror.caller_silent`, again every `caller_silence_s` while the
+    silence lasts."""
+    caller_speech_threshold: int = 500
+    """A media frame with a sample at least this loud (16-bit magnitude) is the caller speaking."""
 
 
 @dataclass
@@ -205,6 +220,8 @@ class CallSession:
         self._clears_on_wire: deque[str] = deque()
         """Who sent each clearAudio not yet answered by a clearedAudio (in order)."""
         self._close_task: asyncio.Task[None] | None = None
+        self._caller_heard_at = 0.0
+        self._silence_task: asyncio.Task[None] | None = None
 
     # --- inbound: Plivo ----------------------------------------------------------------------
 
@@ -226,6 +243,9 @@ class CallSession:
         call_id = inner.get("callId")
         if call_id and call_id != self.ctx.call_id:
             logger.info("stream callId differs from the session's", extra={"call_id": call_id})
+        self._caller_heard_at = self.clock()
+        if self.config.caller_silence_s > 0 and not self.closed and self._silence_task is None:
+            self._silence_task = asyncio.get_running_loop().create_task(self._watch_silence())
 
     async def on_plivo_event(self, event: Any) -> None:
         raw = as_dict(event)
@@ -253,10 +273,44 @@ class CallSession:
             return
         elif kind == "media":
             self.counts["caller_frames"] += 1
+            if self._silence_task is not None and self._caller_loud(raw):
+                self._caller_heard_at = self.clock()
         elif kind == "dtmf":
             self.counts["dtmf"] += 1
+            self._caller_heard_at = self.clock()
         if forward and not self.closed:
             await self._send_agent(raw)
+
+    def _caller_loud(self, raw: dict[str, Any]) -> bool:
+        media = raw.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            return False
+        try:
+            data = binascii.a2b_base64(payload)
+        except (binascii.Error, ValueError):
+            return False
+        return is_loud(data, self.encoding, self.config.caller_speech_threshold)
+
+    async def _watch_silence(self) -> None:
+        """See "Silence watchdog" in the module docstring. Sleeps until the next moment a
+        notice could be due, then re-checks (caller activity or new audio moves it later)."""
+        limit = self.config.caller_silence_s
+        episode, notices = -1.0, 0
+        while not self.closed:
+            since = max(self._caller_heard_at, self.playout.end)
+            if since != episode:
+                episode, notices = since, 0
+            silent = self.clock() - since
+            due = limit * (notices + 1)
+            if silent < due:
+                await asyncio.sleep(due - silent)
+                continue
+            notices += 1
+            self.counts["caller_silent_notices"] += 1
+            await self._send_agent(
+                {"event": "mirror.caller_silent", "silent_s": round(silent, 1), "notice": notices}
+            )
 
     # --- inbound: agent ----------------------------------------------------------------------
 
@@ -278,6 +332,8 @@ class CallSession:
         msg = as_dict(message)
         kind = msg.get("event") or msg.get("type")
         if kind == "mirror.turn":
+            if msg.get("customer_text"):
+                self._caller_heard_at = self.clock()
             self._begin_turn(msg)
         elif kind == "mirror.tool_gate":
             self._spawn(self._gate(msg))
@@ -665,6 +721,8 @@ class CallSession:
 
     async def _close(self, reason: str) -> None:
         self.closed = True
+        if self._silence_task is not None:
+            self._silence_task.cancel()
         self.checkpoints.fail_all("ended")
         turn = self._turn
         if turn is not None and turn.timer is not None:

@@ -99,6 +99,7 @@ class Supervision:
             mirror = mirror.model_copy(update={"irreversible_tools": tenant.irreversible_tools})
         return BridgeSessionConfig(
             hold_budget_s=self.settings.hold_budget_s,
+            caller_silence_s=self.settings.caller_silence_s,
             voice=tenant.voice,
             buffer_text=tenant.buffer_text,
             mirror=mirror,

@@ -65,6 +65,7 @@ def test_answer_returns_the_bidirectional_stream_xml() -> None:
         "keepCallAlive": "true",
         "contentType": "audio/x-mulaw;rate=8000",
         "audioTrack": "inbound",
+        "streamTimeout": "3660",  # Plivo's backstop: a minute after the bridge's MAX_CALL_S
         "statusCallbackUrl": "https://bridge.example.com/plivo/stream-status?tenant=acme",
         "statusCallbackMethod": "POST",
         "extraHeaders": "mirrorNumber=14155550199",

@@ -45,8 +45,10 @@ test: venv
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
+# One call through the whole local stack (moto server, the bridge on uvicorn, the functions
+# in-process, a scripted Plivo and agent), offline; non-zero if it did not go as scripted.
 demo: venv
-	$(PY) -m mirror.demo
+	$(SANDBOX) $(PY) scripts/demo_call.py
 
 bench: venv
 	$(PY) benchmarks/judge.py --eval-dir $(EVAL_DIR) --json

@@ -19,10 +19,12 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE_DIR = REPO / "bridge"
@@ -230,7 +232,15 @@ class BridgeServer:
             access_log=False,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="bridge", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="bridge", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            self.loop.close()
 
     @property
     def base_url(self) -> str:
@@ -253,13 +263,9 @@ class BridgeServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
-    def call_soon(self, fn: Callable[[], Any]) -> None:
-        """Run `fn` on the bridge's loop (e.g. to read a session's state safely)."""
-        loop: asyncio.AbstractEventLoop | None = getattr(self.server, "_loop", None)
-        if loop is None:
-            fn()
-        else:
-            loop.call_soon_threadsafe(fn)
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        """Run `coro` on the bridge's loop (e.g. warming a cache its sessions share)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
 
 def environment(overrides: Mapping[str, str]) -> Callable[[], None]:

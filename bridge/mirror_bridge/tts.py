@@ -95,21 +95,64 @@ def load_clip(key: str, clips_dir: Path = CLIPS_DIR) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def _wav_pcm(wav_bytes: bytes) -> tuple[bytes, int]:
+    """The PCM and rate of a 16-bit mono WAV. A header written to a pipe cannot hold the real
+    sizes (espeak-ng puts 0x7ffff000 there, other tools 0): `wave` reads the first kind, and
+    the chunks are walked by hand for the rest, the data running to the end of the bytes."""
+    try:
+        with wave.open(io.BytesIO(wav_bytes)) as w:
+            if w.getsampwidth() != 2 or w.getnchannels() != 1:
+                raise ValueError("expected 16-bit mono WAV")
+            return w.readframes(w.getnframes()), w.getframerate()
+    except wave.Error:
+        pass
+    if wav_bytes[:4] != b"RIFF" or wav_bytes[8:12] != b"WAVE":
+        raise ValueError("not a WAV file")
+    pos, rate = 12, 0
+    while pos + 8 <= len(wav_bytes):
+        kind, size = (
+            wav_bytes[pos : pos + 4],
+            int.from_bytes(wav_bytes[pos + 4 : pos + 8], "little"),
+        )
+        body = wav_bytes[pos + 8 :]
+        if kind == b"fmt ":
+            channels = int.from_bytes(body[2:4], "little")
+            rate = int.from_bytes(body[4:8], "little")
+            if channels != 1 or int.from_bytes(body[14:16], "little") != 16:
+                raise ValueError("expected 16-bit mono WAV")
+        elif kind == b"data":
+            if not rate:
+                raise ValueError("WAV data before its format")
+            pcm = body if size in (0, 0xFFFFFFFF) or size > len(body) else body[:size]
+            return pcm[: len(pcm) - len(pcm) % 2], rate
+        pos += 8 + size + (size & 1)
+    raise ValueError("WAV without data")
+
+
 def wav_to_ulaw(wav_bytes: bytes) -> bytes:
     """A mono 16-bit WAV (espeak-ng's output) → 8 kHz μ-law."""
-    with wave.open(io.BytesIO(wav_bytes)) as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise ValueError("expected 16-bit mono WAV")
-        rate = w.getframerate()
-        pcm = w.readframes(w.getnframes())
+    pcm, rate = _wav_pcm(wav_bytes)
     return lin2ulaw(resample_pcm(pcm, rate, SAMPLE_RATE))
+
+
+ESPEAK = "espeak-ng"
+ESPEAK_INSTALL_HINT = "install it with `apt install espeak-ng` or `brew install espeak-ng`"
+ESPEAK_VOICES = {"Joanna": "en-us+f3", "Matthew": "en-us+m3"}
+"""Polly voice ids (the tenants' `voice`) → espeak-ng voices; any other id speaks `en-us`."""
+
+
+def find_espeak() -> str | None:
+    """espeak-ng's path when it is on PATH."""
+    return shutil.which(ESPEAK)
 
 
 class OfflineTTS:
     """espeak-ng when installed, else the pre-rendered clips (never a network call).
 
     Without espeak-ng, a text with a clip of its own gets that clip, and any other text gets the
-    generic "one moment" clip: the local run goes on and the log says what happened."""
+    generic "one moment" clip: the local run goes on, and one log line says how to install
+    espeak-ng. A failed espeak-ng run falls back to the clips too (logged). The text goes to
+    espeak-ng on stdin, so a line starting with `-` is never read as an option."""
 
     def __init__(
         self,
@@ -119,31 +162,48 @@ class OfflineTTS:
         voice_map: dict[str, str] | None = None,
         timeout_s: float = 10.0,
     ) -> None:
-        self.espeak = espeak if espeak is not None else shutil.which("espeak-ng")
+        self.espeak = espeak if espeak is not None else find_espeak()
         self.clips_dir = clips_dir
-        self.voice_map = voice_map or {}
+        self.voice_map = ESPEAK_VOICES if voice_map is None else voice_map
         self.timeout_s = timeout_s
+        self.fallbacks = 0
+        """Lines spoken from the clips because espeak-ng failed."""
         if not self.espeak:
             logger.warning(
-                "espeak-ng not found: speaking pre-rendered clips from %s "
-                "(install it with `apt-get install espeak-ng` or `brew install espeak-ng`)",
+                "espeak-ng not found: speaking pre-rendered clips from %s (%s)",
                 clips_dir,
+                ESPEAK_INSTALL_HINT,
             )
+
+    @property
+    def engine(self) -> str:
+        return "espeak-ng" if self.espeak else "clips"
 
     async def synthesize(self, text: str, voice: str) -> bytes:
         if not self.espeak:
             return self._clip(text)
+        try:
+            return await self._espeak(self.espeak, text, self.voice_map.get(voice, "en-us"))
+        except Exception as e:  # a broken install must not silence an intervention
+            self.fallbacks += 1
+            logger.warning("espeak-ng failed (%s): speaking a pre-rendered clip", e)
+            return self._clip(text)
+
+    async def _espeak(self, path: str, text: str, voice: str) -> bytes:
         process = await asyncio.create_subprocess_exec(
-            self.espeak,
+            path,
             "--stdout",
+            "--stdin",
             "-v",
-            self.voice_map.get(voice, "en-us"),
-            text,
+            voice,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(process.communicate(), self.timeout_s)
+            out, err = await asyncio.wait_for(
+                process.communicate(text.encode("utf-8")), self.timeout_s
+            )
         except TimeoutError:
             process.kill()
             await process.wait()

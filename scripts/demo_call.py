@@ -59,7 +59,6 @@ from scripts.local_stack import (  # noqa: E402
     add_paths,
     environment,
     free_port,
-    session_factory,
 )
 
 add_paths()
@@ -190,6 +189,8 @@ class DemoStack:
     moto: MotoServer
     bridge: BridgeServer
     app: Any
+    supervision: Any
+    """`mirror_bridge.wiring.Supervision`: the session factory and its shared parts."""
     transport: Any
     recorder: Recorder
     sink: RecordingSink
@@ -247,13 +248,15 @@ def _warm_handlers() -> dict[str, list[Any]]:
 
 
 def start_stack() -> DemoStack:
+    """moto, then the bridge as `mirror_bridge.wiring` builds it for `BRIDGE_MODE=local`, with
+    recording wrappers around its transport and event sink."""
     from mirror_bridge.app import create_app
-    from mirror_bridge.call_end import EventBridgeSink, StoreStateWriter
-    from mirror_bridge.session import BridgeSessionConfig
+    from mirror_bridge.call_end import EventBridgeSink
     from mirror_bridge.settings import Settings
     from mirror_bridge.tenants import DynamoDBTenants
     from mirror_bridge.transport import InProcessTransport
-    from mirror_bridge.tts import BufferLineCache, OfflineTTS
+    from mirror_bridge.tts import OfflineTTS
+    from mirror_bridge.wiring import build_session_factory
 
     from mirror.state import DynamoDBStateStore
 
@@ -272,36 +275,31 @@ def start_stack() -> DemoStack:
         recorder = Recorder()
         transport = RecordingTransport(InProcessTransport(_warm_handlers()), recorder)
         espeak = shutil.which("espeak-ng")
-        tts = OfflineTTS(espeak=espeak or "")
         sink = RecordingSink(EventBridgeSink(moto.client("events")), recorder)
-        config = BridgeSessionConfig()
-        buffer_lines = BufferLineCache(tts)
-        factory = session_factory(
-            functions=transport,
-            tts=tts,
-            events=sink,
-            state=StoreStateWriter(DynamoDBStateStore(TABLE_NAME, client=moto.client("dynamodb"))),
-            config=config,
-            buffer_lines=buffer_lines,
-        )
         port = free_port()
         settings = Settings(
             auth_token=AUTH_TOKEN,
             public_base_url=f"http://127.0.0.1:{port}",
             signature_mode="enforce",
+            mode="local",
             call_table=TABLE_NAME,
             close_drain_s=1.0,
+        )
+        supervision = build_session_factory(
+            settings,
+            transport=transport,  # type: ignore[arg-type]
+            tts=OfflineTTS(espeak=espeak or ""),
+            store=DynamoDBStateStore(TABLE_NAME, client=moto.client("dynamodb")),
+            events=sink,
         )
         app = create_app(
             settings,
             tenants=DynamoDBTenants(TABLE_NAME, client=moto.client("dynamodb")),
-            store=DynamoDBStateStore(TABLE_NAME, client=moto.client("dynamodb")),
-            session_factory=factory,
+            store=supervision.store,
+            session_factory=supervision,
+            lifespan=supervision.lifespan,  # renders the buffer line before the first call
         )
         bridge = BridgeServer(app, port).start()
-        # rendered once per voice before the first call, as the service does at start-up
-        buffer_text = config.buffer_text or config.mirror.buffer_text
-        bridge.run(buffer_lines.warm(buffer_text, [config.voice]))
     except BaseException:
         moto.stop()
         logging.getLogger().removeHandler(log)
@@ -309,8 +307,9 @@ def start_stack() -> DemoStack:
         restore()
         raise
     return DemoStack(
-        moto=moto, bridge=bridge, app=app, transport=transport.inner, recorder=recorder,
-        sink=sink, tts_engine=f"espeak-ng ({espeak})" if espeak else "pre-rendered clips",
+        moto=moto, bridge=bridge, app=app, supervision=supervision, transport=transport.inner,
+        recorder=recorder, sink=sink,
+        tts_engine=f"espeak-ng ({espeak})" if espeak else "pre-rendered clips",
         log=log, _restore_env=restore, _stdout=stdout,
     )  # fmt: skip
 
@@ -450,7 +449,7 @@ async def play_call(stack: DemoStack, speed: float, timeout_s: float) -> CallRec
                 await asyncio.wait_for(calls[0].closed.wait(), 10)
             for at, message in calls[0].received:
                 recorder.add(at, "bridge→agent", message)
-        session = await _closed_session(stack.app, call_id)
+        session = await _closed_session(stack.supervision, call_id)
     return CallRecord(
         call_id=call_id,
         stream_id=peer.stream_id,
@@ -464,13 +463,12 @@ async def play_call(stack: DemoStack, speed: float, timeout_s: float) -> CallRec
     )
 
 
-async def _closed_session(app: Any, call_id: str, timeout_s: float = 10.0) -> Any:
+async def _closed_session(supervision: Any, call_id: str, timeout_s: float = 10.0) -> Any:
     """The call's session once its end (state written, CallEnded emitted) is done."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for relay in app.state.relays:
-            session = relay.session
-            if session is None or getattr(session.ctx, "call_id", None) != call_id:
+        for session in list(supervision.sessions):
+            if getattr(session.ctx, "call_id", None) != call_id:
                 continue
             task = getattr(session, "_close_task", None)
             if task is not None and task.done():

@@ -2,7 +2,6 @@
 
 - `add_paths()`: the bridge package (`bridge/`, not installed) and the checkout (for the Plivo
   peer and scripted agent in `tests/bridge/`) on sys.path.
-- `session_factory(...)`: the production `CallSession` per call, built from its collaborators.
 - `MotoServer`: moto in server mode on a free loopback port, the call table created from
   template.yaml's definition, an EventBridge rule sending `CallEnded` to an SQS queue so the
   event can be read back.
@@ -49,80 +48,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# --- sessions -------------------------------------------------------------------------------
-
-
-def forwarding(session_cls: type) -> type:
-    """`session_cls` with the relay contract's forwarding guaranteed: Plivo events the agent
-    should see (caller media, dtmf, clearedAudio, acks of the agent's own checkpoints) go to the
-    agent. If the session already forwarded an event this adds nothing (it watches `send_agent`),
-    so it is a no-op for a session that forwards by itself."""
-
-    class Forwarding(session_cls):  # type: ignore[misc, valid-type]
-        def __init__(self, ctx: Any, io: Any, **kwargs: Any) -> None:
-            self._agent_sends = 0
-            self._raw_send_agent = io.send_agent
-
-            async def send_agent(message: dict[str, Any]) -> None:
-                self._agent_sends += 1
-                await self._raw_send_agent(message)
-
-            io = type(io)(send_plivo=io.send_plivo, send_agent=send_agent)
-            super().__init__(ctx, io, **kwargs)
-
-        async def on_plivo_event(self, event: Any) -> None:
-            before = self._agent_sends
-            await super().on_plivo_event(event)
-            raw = getattr(event, "raw", event)
-            if self._agent_sends != before or not isinstance(raw, dict) or self.closed:
-                return
-            kind = raw.get("event")
-            if kind in ("playedStream", "played"):
-                if self.checkpoints.owns(str(raw.get("name"))):
-                    return  # Mirror's own checkpoint: not the agent's business
-            elif kind not in ("media", "dtmf", "clearedAudio"):
-                return
-            await self.io.send_agent(raw)
-
-    Forwarding.__name__ = Forwarding.__qualname__ = f"Forwarding{session_cls.__name__}"
-    return Forwarding
-
-
-def session_factory(
-    *,
-    functions: Any,
-    tts: Any,
-    events: Any,
-    state: Any = None,
-    config: Any = None,
-    buffer_lines: Any = None,
-    session_cls: type | None = None,
-) -> Callable[[Any, Any], Any]:
-    """A relay `SessionFactory`: one `CallSession` (or `session_cls`) per call, all sharing the
-    transport, the TTS and its buffer-line cache, the event sink and the state writer."""
-    add_paths()
-    from mirror_bridge.session import BridgeSessionConfig, CallSession
-    from mirror_bridge.tts import BufferLineCache
-
-    cls = forwarding(session_cls or CallSession)
-    config = config or BridgeSessionConfig()
-    buffer_lines = buffer_lines or BufferLineCache(tts)
-
-    def factory(ctx: Any, io: Any) -> Any:
-        return cls(
-            ctx.mirror_context(),
-            io,
-            functions=functions,
-            tts=tts,
-            events=events,
-            config=config,
-            buffer_lines=buffer_lines,
-            state=state,
-        )
-
-    return factory
 
 
 # --- moto server ----------------------------------------------------------------------------
@@ -218,7 +143,7 @@ class MotoServer:
 class BridgeServer:
     """uvicorn serving `app` on 127.0.0.1 in a daemon thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, lifespan: str = "on") -> None:
         import uvicorn
 
         self.port = port or free_port()
@@ -227,7 +152,7 @@ class BridgeServer:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
+            lifespan=lifespan,
             ws_ping_interval=None,
             access_log=False,
         )

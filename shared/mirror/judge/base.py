@@ -43,6 +43,9 @@ class Check(Protocol):
 
 # -- tool arguments ---------------------------------------------------------------------------
 
+NUMBER_TYPES = (int, float)
+"""For isinstance on hot paths: a tuple, not `int | float`, which builds a union each time."""
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID_KEY_WORDS = frozenset(
@@ -68,7 +71,7 @@ def _is_id_key(key: str) -> bool:
 def classify(key: str, value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return "other"
-    if isinstance(value, int | float):
+    if isinstance(value, NUMBER_TYPES):
         return "number"
     if not isinstance(value, str) or not value.strip():
         return "other"
@@ -100,7 +103,10 @@ _NOT_LETTERS = re.compile(r"[^a-z]+")
 
 
 def key_words(key: str) -> list[str]:
-    """'total_baggages' -> ['total', 'baggages']."""
+    """'total_baggages' -> ['total', 'baggages']. Plain snake_case keys (nearly all of them)
+    skip the regex: this runs for every argument of every irreversible call."""
+    if key.isascii() and key.replace("_", "").isalpha():
+        return key.lower().replace("_", " ").split()
     return [w for w in _NOT_LETTERS.split(key.lower()) if w]
 
 

@@ -58,16 +58,17 @@ class Group:
 
 
 class Utterance:
-    """A caller or agent line, lower-cased; its letters-and-digits form and its tokens are
-    built on demand, once."""
+    """A caller or agent line, lower-cased; its letters-and-digits form, its numbers and what
+    they count are built on demand, once."""
 
-    __slots__ = ("role", "text", "_alnum", "_tokens")
+    __slots__ = ("role", "text", "_alnum", "_numbers", "_counts")
 
     def __init__(self, role: str, text: str) -> None:
         self.role = role  # "customer" or "agent"
         self.text = text
         self._alnum: str | None = None
-        self._tokens: list[tuple[str, float | None]] | None = None
+        self._numbers: list[float] | None = None
+        self._counts: list[tuple[float, str, int]] | None = None
 
     @property
     def alnum(self) -> str:
@@ -76,11 +77,18 @@ class Utterance:
         return self._alnum
 
     @property
-    def tokens(self) -> list[tuple[str, float | None]]:
-        """`tx.token_numbers` of the line: every number-aware check reads these."""
-        if self._tokens is None:
-            self._tokens = tx.token_numbers(self.text)
-        return self._tokens
+    def numbers(self) -> list[float]:
+        """`tx.numbers` of the line: the value of each number, in order."""
+        if self._numbers is None:
+            self._numbers = tx.numbers(self.text)
+        return self._numbers
+
+    @property
+    def counts(self) -> list[tuple[float, str, int]]:
+        """`tx.counted_pairs` of the line: (number, noun, which number)."""
+        if self._counts is None:
+            self._counts = tx.counted_pairs(self.text) if self.numbers else []
+        return self._counts
 
 
 class Dialogue:
@@ -174,7 +182,7 @@ class Dialogue:
 
     @cached_property
     def caller_numbers(self) -> set[float]:
-        return {v for u in self.callers for _, v in u.tokens if v is not None}
+        return {v for u in self.callers for v in u.numbers}
 
     @cached_property
     def tool_numbers(self) -> set[float]:

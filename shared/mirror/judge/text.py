@@ -8,7 +8,6 @@ nothing is compiled or cached per phrase.
 from __future__ import annotations
 
 import re
-from itertools import repeat
 
 WORD_NUMBERS = {
     "zero": 0, "no": 0, "none": 0, "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "couple": 2,
@@ -49,6 +48,26 @@ _DATE_DMY = re.compile(
     rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH_ALT})\.?(?:,?\s+(\d{{4}}))?\b"
 )
 _DATE_SLASH = re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{2,4}))?\b")
+
+
+class WordAlternatives:
+    """Phrases matched on word boundaries, one regex search for all of them. The pattern has
+    no leading \\b, so the regex engine skips ahead in C by the phrases' first letters instead
+    of trying each word start; the left boundary is checked here, on the rare hit."""
+
+    __slots__ = ("pattern",)
+
+    def __init__(self, alternation: str) -> None:
+        self.pattern = re.compile(rf"(?:{alternation})(?![a-z])")
+
+    def search(self, text: str) -> re.Match[str] | None:
+        m = self.pattern.search(text)
+        while m is not None:
+            i = m.start()
+            if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_"):
+                return m
+            m = self.pattern.search(text, i + 1)
+        return None
 
 
 def tokens(text: str) -> list[str]:
@@ -153,29 +172,60 @@ def digit_numbers(text: str) -> set[float]:
 
 
 _PUNCTUATION = "\"'“”‘’.,!?;:()[]{}*"
+_P = re.escape(_PUNCTUATION)
+_NUMBER_CORE = (
+    rf"\s[{_P}]*(?:\$*(\d[\d,]*(?:\.\d+)?)|({'|'.join(sorted(_COUNTABLE_WORDS, key=len)[::-1])}))"
+    rf"[{_P}]*(?=\s"
+)
+_NUMBER = re.compile(_NUMBER_CORE + ")")
+"""A whitespace-delimited token that is a number once quotes and punctuation are trimmed:
+'$1,126.04', '(2)', 'two,'. It starts on a whitespace character, so the regex engine skips
+from space to space in C instead of trying every position. Texts are padded with a space."""
+_COUNTED = re.compile(_NUMBER_CORE + r"\s*(\S*)\s*(\S*))")
+"""A number token and the two tokens after it (looked ahead at, not consumed: '2 3 bags')."""
 
 
-def token_numbers(text: str) -> list[tuple[str, float | None]]:
-    """Each token of lower-cased `text` with its value when it is a number ('$1,126.04', 'two').
-    str.split and C-level maps; only tokens that start with a digit or '$' are parsed in
-    Python: this runs on every line."""
-    toks = list(filter(None, map(str.strip, text.split(), repeat(_PUNCTUATION))))
-    values: list[float | None] = list(map(_COUNTABLE_WORDS.get, toks))
-    if _ANY_DIGIT.search(text) is not None:
-        for i, tok in enumerate(toks):
-            if tok[0] in _NUMBER_START:
-                bare = tok.lstrip("$")
-                if bare[:1].isdigit():
-                    toks[i] = bare
-                    try:
-                        values[i] = float(bare.replace(",", ""))
-                    except ValueError:  # '5199551w' or '2024-05-15': not a count
-                        pass
-    return list(zip(toks, values, strict=True))
+def _value(digits: str, word: str) -> float | None:
+    if word:
+        return float(_COUNTABLE_WORDS[word])
+    try:
+        return float(digits.replace(",", ""))
+    except ValueError:  # '1,,2.' and the like
+        return None
 
 
-_NUMBER_START = frozenset("0123456789$")
-_ANY_DIGIT = re.compile(r"\d")
+def numbers(text: str) -> list[float]:
+    """Each number token of lower-cased `text`, in order ('a' and 'an' are not counted: 'a
+    pizza' states no quantity)."""
+    return [v for d, w in _NUMBER.findall(f" {text} ") if (v := _value(d, w)) is not None]
+
+
+_NOT_NOUNS = frozenset(
+    "and or of the a an to for in on at per each is are was were be it that this with by from "
+    "percent dollars dollar usd".split()
+)
+
+
+def counted_pairs(text: str) -> list[tuple[float, str, int]]:
+    """(number, stemmed noun, which number) for each number in lower-cased `text` and the
+    up-to-two words right after it: '2 checked bags' gives (2, 'checked', 0) and (2, 'bag', 0).
+    A following number or a function word ends the run."""
+    pairs: list[tuple[float, str, int]] = []
+    for i, (digits, word, *after) in enumerate(_COUNTED.findall(f" {text} ")):
+        value = _value(digits, word)
+        if value is None:
+            continue
+        for raw in after:
+            noun = raw.strip(_PUNCTUATION)
+            if (
+                not noun
+                or noun in _NOT_NOUNS
+                or noun in _COUNTABLE_WORDS
+                or noun.lstrip("$")[:1].isdigit()
+            ):
+                break
+            pairs.append((value, stem(noun), i))
+    return pairs
 
 
 def emails(text: str) -> set[str]:
@@ -211,8 +261,13 @@ def parse_iso_date(value: str) -> tuple[int, int, int] | None:
 
 
 def stem(word: str) -> str:
-    """A crude plural strip, enough to pair 'bags' with 'baggages' by prefix."""
-    for suffix in ("ies", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+    """A crude plural strip, enough to pair 'bags' with 'baggages' by prefix: -ies, -es, -s,
+    keeping at least three letters."""
+    n = len(word)
+    if n < 4 or word[-1] != "s":
+        return word
+    if n >= 6 and word.endswith("ies"):
+        return word[:-3]
+    if n >= 5 and word[-2] == "e":
+        return word[:-2]
+    return word[:-1]

@@ -12,36 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from mirror.judge import text as tx
-from mirror.judge.base import CheckInput, Finding, key_words, short
-from mirror.judge.dialogue import Utterance
+from mirror.judge.base import NUMBER_TYPES, CheckInput, Finding, key_words, short
 
 _GENERIC = frozenset(
     "total num number count new old id ids amount value qty quantity of per the".split()
 )
 _QUANTITY_KEYS = frozenset({"quantity", "qty", "count"})
-_NOT_NOUNS = frozenset(
-    "and or of the a an to for in on at per each is are was were be it that this with by from "
-    "percent dollars dollar usd".split()
-)
-
-
-def counted_pairs(toks: list[tuple[str, float | None]]) -> list[tuple[float, str, int]]:
-    """(number, noun, token index) for each number and the up-to-two words that follow it,
-    from a line's `tx.token_numbers`."""
-    pairs: list[tuple[float, str, int]] = []
-    for i, (_, value) in enumerate(toks):
-        if value is None:
-            continue
-        for word, word_value in toks[i + 1 : i + 3]:
-            if word_value is not None or word in _NOT_NOUNS or word[0].isdigit():
-                break
-            pairs.append((value, tx.stem(word), i))
-    return pairs
-
-
-def _pairs(u: Utterance) -> list[tuple[float, str, int]]:
-    """A line's (number, noun) pairs, from the tokens the turn already scanned for grounding."""
-    return counted_pairs(u.tokens)
 
 
 def _same_thing(noun: str, words: set[str]) -> bool:
@@ -78,7 +54,7 @@ class AmountConsistency:
         d = inp.dialogue
         for call in inp.irreversible:
             for key, value in call.args.items():
-                if isinstance(value, bool) or not isinstance(value, int | float):
+                if isinstance(value, bool) or not isinstance(value, NUMBER_TYPES):
                     continue
                 kw = key_words(key)
                 quantity = not _QUANTITY_KEYS.isdisjoint(kw)
@@ -87,8 +63,13 @@ class AmountConsistency:
                     words |= _item_words(call.args)
                 if not words:
                     continue
+                # A noun pairs with a word when one is a prefix of the other, both 3+ letters:
+                # so their first three letters are in the line, or no pair can match.
+                heads = {w[:3] for w in words if len(w) >= 3}
                 for u in reversed(d.utterances):
-                    stated = _stated(_pairs(u), words, all_words=not quantity)
+                    if not any(h in u.text for h in heads):
+                        continue
+                    stated = _stated(u.counts, words, all_words=not quantity)
                     if stated:
                         if float(value) not in stated:
                             yield Finding(
@@ -107,12 +88,12 @@ class AmountConsistency:
         d = inp.dialogue
         if not inp.turn.agent_text or not d.callers:
             return
-        agent_pairs = _pairs(d.agent)
-        if not agent_pairs:
-            return
         said: dict[str, float] = {}
-        for value, noun, _ in _pairs(d.callers[-1]):
+        for value, noun, _ in d.callers[-1].counts:
             said[noun] = value  # the last mention wins: "two, actually three pizzas"
+        if not said:
+            return
+        agent_pairs = d.agent.counts
         for value, noun, _ in agent_pairs:
             for caller_noun, caller_value in said.items():
                 if caller_value != value and _same_thing(noun, {caller_noun}):

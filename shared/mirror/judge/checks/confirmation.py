@@ -5,25 +5,29 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding
 
-# Each pattern starts with \b so the alternation is tried only at word starts, not at every
-# character: these run on every caller line.
-_YES = re.compile(
-    r"\b(?:yes|yeah|yep|yup|sure|ok|okay|alright|correct|confirm(?:ed)?|affirmative|"
+_YES = tx.WordAlternatives(
+    r"yes|yeah|yep|yup|sure|ok|okay|alright|correct|confirm(?:ed)?|affirmative|"
     r"absolutely|definitely|of course|go ahead|proceed|please do|do it|do that|sounds good|"
-    r"that'?s right|that'?s fine|that works|perfect|agreed|i agree|let'?s do)(?![a-z])"
+    r"that'?s right|that'?s fine|that works|perfect|agreed|i agree|let'?s do"
 )
-_CHANGE_OF_MIND = re.compile(
-    r"^\s*(?:no|nope|nah|not yet)(?![a-z])|\b(?:wait|hold on|hang on|never ?mind|"
-    r"not yet|scratch that|actually|instead|on second thought|don'?t|do not)(?![a-z])"
+_NO_FIRST = re.compile(r"\s*(?:no|nope|nah|not yet)(?![a-z])")
+_CHANGE_OF_MIND = tx.WordAlternatives(
+    r"wait|hold on|hang on|never ?mind|not yet|scratch that|actually|instead|on second thought|"
+    r"don'?t|do not"
 )
 
 
 def is_confirmation(text: str) -> bool:
     """A yes-type answer with no change of mind in it ('yes, actually make it two' is not)."""
     lowered = text.lower()
-    return _YES.search(lowered) is not None and _CHANGE_OF_MIND.search(lowered) is None
+    return (
+        _YES.search(lowered) is not None
+        and _NO_FIRST.match(lowered) is None
+        and _CHANGE_OF_MIND.search(lowered) is None
+    )
 
 
 class Confirmation:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirror.judge import text as tx
-from mirror.judge.base import CheckInput, Finding
+from mirror.judge.base import NUMBER_TYPES, CheckInput, Finding
 
-_MARKER = re.compile(  # \b first: the alternation is tried at word starts only
-    r"\b(?:actually|no wait|wait|sorry|i mean|i meant|scratch that|make that|"
-    r"on second thought|change (?:that|it) to|rather)(?![a-z])"
+_MARKER = tx.WordAlternatives(
+    r"actually|no wait|wait|sorry|i mean|i meant|scratch that|make that|"
+    r"on second thought|change (?:that|it) to|rather"
 )
-_INSTEAD_OF = re.compile(r"\binstead of(?![a-z])")
+_INSTEAD_OF = tx.WordAlternatives(r"instead of")
 _SENTENCE = re.compile(r"[.!?\n]")
 _FILLER = frozenset(
     "make it that change to let's lets do go with i i'd id want would like please can you get "
@@ -84,7 +84,9 @@ def retractions(line: str) -> list[Retracted]:
 def active_retractions(caller_lines: list[str]) -> list[Retracted]:
     """Retractions still in force: a word the caller says again later is no longer retracted."""
     joined = "\n".join(caller_lines)
-    if _MARKER.search(joined) is None and _INSTEAD_OF.search(joined) is None:
+    if _MARKER.search(joined) is None and (
+        "instead" not in joined or _INSTEAD_OF.search(joined) is None
+    ):
         return []  # the common case, in one scan
     out: list[Retracted] = []
     later: set[str] = set()  # words the caller says after the line at hand
@@ -112,7 +114,7 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, dict):
         for v in value.values():
             yield from _strings(v)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
         yield f"{value:g}"
 
 

@@ -96,29 +96,29 @@ def ms(value: float | None) -> float | None:
 # --- the bridge (subprocess) ----------------------------------------------------------------
 
 
-def serve(port: int, agent_url: str, profile: str | None) -> None:
-    """The bridge app with production sessions on 127.0.0.1:port, plus GET /bench/stats."""
+def serve(port: int, agent_url: str, profile: str | None, ws: str) -> None:
+    """The bridge as `mirror_bridge.wiring` builds it (`BRIDGE_MODE=local`: in-process
+    functions, offline speech) on 127.0.0.1:port, plus GET /bench/stats and POST /bench/stop."""
     sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]
     import logging
 
     import uvicorn
     from mirror_bridge.app import create_app
-    from mirror_bridge.call_end import InMemoryEventSink, StoreStateWriter
-    from mirror_bridge.session import BridgeSessionConfig, CallSession
+    from mirror_bridge.call_end import InMemoryEventSink
     from mirror_bridge.settings import Settings
     from mirror_bridge.tenants import StaticTenants, TenantConfig
     from mirror_bridge.transport import SCORE_TURN, InProcessTransport, load_handler_module
-    from mirror_bridge.tts import BufferLineCache, OfflineTTS
+    from mirror_bridge.tts import OfflineTTS
+    from mirror_bridge.wiring import build_session_factory
 
     from mirror.correction import CorrectionService
     from mirror.service import ScoreTurnService
     from mirror.state import InMemoryStateStore
-    from scripts.local_stack import session_factory
 
     logging.basicConfig(level=logging.ERROR)
     store = InMemoryStateStore()
-    # The real handlers, one copy per "container", each with its service on the in-memory
-    # store (their own `service()` would build a DynamoDB client).
+    # The real handlers, two "containers" each, their services on the in-memory store (their
+    # own `service()` would build a DynamoDB client).
     handlers: dict[str, Any] = {"score_turn": [], "generate_correction": []}
     for _ in range(2):
         score = load_handler_module("score_turn")
@@ -129,6 +129,7 @@ def serve(port: int, agent_url: str, profile: str | None) -> None:
         handlers["generate_correction"].append(correction.lambda_handler)
     base = InProcessTransport(handlers, containers=2)
     stamps: dict[str, dict[str, Any]] = {}
+    cpu: dict[str, float] = {}
 
     class StampedTransport:
         """ScoreTurn's answer time, stamped the moment it is back on the bridge's loop."""
@@ -141,38 +142,45 @@ def serve(port: int, agent_url: str, profile: str | None) -> None:
                 entry["decision"] = answer.get("decision")
             return answer
 
-    cpu: dict[str, float] = {}
-
-    class StampedSession(CallSession):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            cpu.setdefault("first_call", time.process_time())
-            super().__init__(*args, **kwargs)
-
-        async def on_mirror_message(self, message: Any) -> None:
-            if getattr(message, "event", None) == "mirror.turn":
-                stamps.setdefault(self.ctx.call_id, {})["annotation_at"] = time.monotonic()
-            await super().on_mirror_message(message)
-
-    tts = OfflineTTS(espeak="")  # the pre-rendered clips: no subprocess per correction
-    sink = InMemoryEventSink()
-    factory = session_factory(
-        functions=StampedTransport(),
-        tts=tts,
-        events=sink,
-        state=StoreStateWriter(store),
-        config=BridgeSessionConfig(),
-        buffer_lines=BufferLineCache(tts),
-        session_cls=StampedSession,
-    )
-
     settings = Settings(
         auth_token=AUTH_TOKEN,
         public_base_url=f"http://127.0.0.1:{port}",
         signature_mode="enforce",
+        mode="local",
         close_drain_s=2.0,
     )
+    sink = InMemoryEventSink()
+    supervision = build_session_factory(
+        settings,
+        transport=StampedTransport(),  # type: ignore[arg-type]
+        tts=OfflineTTS(espeak=""),  # the pre-rendered clips: no subprocess per correction
+        store=store,
+        events=sink,
+        environ={},
+    )
+
+    def factory(ctx: Any, io: Any) -> Any:
+        """The production factory; the turn annotation's arrival in the session is stamped."""
+        cpu.setdefault("first_call", time.process_time())
+        session = supervision(ctx, io)
+        on_mirror_message = session.on_mirror_message
+
+        async def stamped(message: Any) -> None:
+            if getattr(message, "event", None) == "mirror.turn":
+                stamps.setdefault(ctx.call_id, {})["annotation_at"] = time.monotonic()
+            await on_mirror_message(message)
+
+        session.on_mirror_message = stamped  # type: ignore[method-assign]
+        return session
+
     tenants = StaticTenants({NUMBER: TenantConfig(tenant_id=TENANT, agent_url=agent_url)})
-    app = create_app(settings, tenants=tenants, session_factory=factory)
+    app = create_app(
+        settings,
+        tenants=tenants,
+        store=store,
+        session_factory=factory,
+        lifespan=supervision.lifespan,
+    )
 
     @app.get("/bench/stats")
     async def stats() -> dict[str, Any]:
@@ -190,7 +198,7 @@ def serve(port: int, agent_url: str, profile: str | None) -> None:
             host="127.0.0.1",
             port=port,
             log_level="error",
-            lifespan="off",
+            ws=ws,  # type: ignore[arg-type]
             ws_ping_interval=None,
             access_log=False,
         )
@@ -416,7 +424,9 @@ class Peer:
             )
 
 
-def start_bridge(port: int, agent_url: str, profile: str | None, log: Any) -> subprocess.Popen:
+def start_bridge(
+    port: int, agent_url: str, profile: str | None, ws: str, log: Any
+) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
         AWS_ACCESS_KEY_ID="testing",
@@ -432,6 +442,7 @@ def start_bridge(port: int, agent_url: str, profile: str | None, log: Any) -> su
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "MIRROR_CONFIG", "OPENAI_API_KEY"):
         env.pop(name, None)
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), agent_url]
+    command += ["--ws", ws]
     if profile:
         command += ["--profile", profile]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
@@ -476,10 +487,11 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     by_id = {c.call_id: c for c in calls}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     load_cpu0 = usage.ru_utime + usage.ru_stime
+    loadavg_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     agent = EchoAgent(by_id)
     agent_url = await agent.start()
     port = free_port()
-    process = start_bridge(port, agent_url, args.profile, log)
+    process = start_bridge(port, agent_url, args.profile, args.ws, log)
     try:
         await asyncio.to_thread(wait_ready, port, process)
         url = f"ws://127.0.0.1:{port}/plivo/stream"
@@ -500,6 +512,7 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         agent.server.close()
     me = resource.getrusage(resource.RUSAGE_SELF)
     server["load_cpu_s"] = round(me.ru_utime + me.ru_stime - load_cpu0, 2)
+    server["loadavg_before"] = loadavg_before
     return summarize(args, calls, server)
 
 
@@ -532,11 +545,14 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     stamps = server.get("stamps", {})
     clear_after: list[float] = []
     verdict: list[float] = []
+    verdict_sent: list[float] = []
     interventions = 0
     for c in calls:
         stamp = stamps.get(c.call_id) or {}
         if "verdict_at" in stamp and "annotation_at" in stamp:
             verdict.append(stamp["verdict_at"] - stamp["annotation_at"])
+        if "verdict_at" in stamp and c.annotated_at is not None:
+            verdict_sent.append(stamp["verdict_at"] - c.annotated_at)
         if c.mistake_at is None:
             continue
         if stamp.get("decision") == "intervene" and c.clear_at is not None:
@@ -560,6 +576,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "clear_after_verdict_max_ms": ms(max(clear_after) if clear_after else None),
         "verdict_ms": ms(percentile(verdict, 50)),
         "verdict_max_ms": ms(max(verdict) if verdict else None),
+        "verdict_from_agent_send_ms": ms(percentile(verdict_sent, 50)),
         "verdict_transport": "in-process handlers (InProcessTransport), InMemoryStateStore",
         "call_ended_events": server.get("call_ended"),
         "errors": len(errors),
@@ -569,6 +586,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         else None,
         "load_cpu_s": server.get("load_cpu_s"),
         "cpus": os.cpu_count(),
+        "loadavg_1m_before": server.get("loadavg_before"),
         "targets": TARGETS,
     }
     met = {
@@ -598,10 +616,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which calls start")
     parser.add_argument("--json", action="store_true", help="one JSON line")
     parser.add_argument("--profile", help="write a cProfile of the bridge process here")
+    parser.add_argument(
+        "--ws",
+        default="auto",
+        help="uvicorn's WebSocket implementation (default: auto, as deployed)",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "AGENT_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1], args.profile)
+        serve(int(args.serve[0]), args.serve[1], args.profile, args.ws)
         return 0
     if args.calls < 1 or args.seconds <= 0 or not 0 <= args.mistakes <= args.calls:
         parser.error("need calls >= 1, seconds > 0 and 0 <= mistakes <= calls")

@@ -1,0 +1,41 @@
+"""benchmarks/bridge.py stays runnable: a few calls through the bridge subprocess, one JSON line
+with every figure, nothing lost, every scripted mistake intervened on. (The figures themselves
+depend on the machine; only their presence and sanity are checked.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = {
+    "calls", "frames", "relay_p50_ms", "relay_p99_ms", "late_frames", "clear_after_verdict_ms",
+    "verdict_ms", "targets", "met",
+}  # fmt: skip
+
+
+def test_bridge_benchmark_prints_one_json_line_with_every_figure() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bridge.py", "--json", "--calls", "4", "--seconds", "1",
+         "--mistakes", "2", "--ramp", "0.2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout[-2000:]
+    figures = json.loads(lines[0])
+    assert KEYS <= set(figures)
+    assert figures["calls"] == 4 and figures["errors"] == 0 and figures["lost_frames"] == 0
+    # 50 caller frames per call, each relayed to the agent; the echoes of the two clean calls
+    # and of the mistake calls until their mistaken turn
+    assert 4 * 50 + 2 * 50 < figures["frames"] <= 4 * 50 * 2
+    assert figures["mistake_calls"] == 2 and figures["interventions"] == 2
+    assert figures["call_ended_events"] == 4
+    assert 0 < figures["relay_p50_ms"] <= figures["relay_p99_ms"]
+    assert figures["verdict_ms"] > 0 and figures["clear_after_verdict_ms"] >= 0
+    assert set(figures["met"]) == set(figures["targets"])
+    assert figures["met"]["calls"] is False  # 4 calls are not the 200 of the target

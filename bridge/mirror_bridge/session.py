@@ -45,8 +45,9 @@ every further `caller_silence_s`; any caller activity starts a new count.
 
 **Close** (stop, hang-up, socket close; idempotent, safe from several paths at once): pending
 waits fail with `ended`, in-flight function calls get up to `close_grace_s` (a correction being
-fetched is still stored by GenerateCorrection), then the final state is written and `CallEnded`
-emitted once.
+fetched is still stored by GenerateCorrection), what is queued for Plivo is handed to the relay
+(which sends it while the socket lasts), then the final state is written and `CallEnded` emitted
+once.
 """
 
 from __future__ import annotations
@@ -734,8 +735,12 @@ class CallSession:
             for task in pending:
                 self.counts["tasks_cancelled_at_close"] += 1
                 task.cancel()
-        if self._writer is not None:
-            self._writer.cancel()
+        if self._writer is not None and self._wake is not None:
+            self._wake.set()  # what is queued for Plivo goes to the relay, which drains it
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), self.config.close_grace_s)
+            except TimeoutError:
+                self._writer.cancel()
         await self.call_end.finish(reason, self.summary())
 
     def summary(self) -> dict[str, int]:

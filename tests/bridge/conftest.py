@@ -32,10 +32,11 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving `app` on 127.0.0.1 in a daemon thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, lifespan: str = "off") -> None:
+        """`lifespan="on"` runs the app's start-up before `__enter__` returns."""
         self.port = port or free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan,
             ws_ping_interval=None,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
@@ -47,8 +48,8 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
+        deadline = time.monotonic() + 30
+        while not self.server.started:  # set once the app's start-up (if on) is done
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)

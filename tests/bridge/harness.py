@@ -37,6 +37,7 @@ class SupervisedBridge:
         store: StateStore | None = None,
         events: EventSink | None = None,
         tenant: dict[str, Any] | None = None,
+        lifespan: bool = False,
         **settings: Any,
     ) -> None:
         self.port = free_port()
@@ -60,8 +61,11 @@ class SupervisedBridge:
             tenants=StaticTenants({NUMBER: config}),
             store=self.store,
             session_factory=self.supervision,
+            lifespan=self.supervision.lifespan if lifespan else None,
         )
-        self.server = LiveServer(self.app, self.port)
+        # with the lifespan, the server starts as the service does: handlers loaded, the
+        # buffer line rendered, before the first call
+        self.server = LiveServer(self.app, self.port, lifespan="on" if lifespan else "off")
 
     @property
     def stream_url(self) -> str:

@@ -4,7 +4,11 @@ It receives the relayed Plivo events, and per call runs a script (an async funct
 `AgentCall`) that sends agent audio (playAudio, checkpoints), Mirror turn annotations and
 tool-gate requests. Canned scripts: `echo` (plays caller audio straight back; benchmarks),
 `clean_order` (a correct order) and `retracted_item_order` (the scripted mistake: the caller
-takes the garlic bread back, and `place_order` keeps it). Standard library plus `websockets`.
+takes the garlic bread back, and `place_order` keeps it), and `retracted_pizza_order`: a mistake
+the real Tier 0 judge catches with no LLM (its retraction check reads a take-back within one
+sentence, so "... garlic bread. Actually, no garlic bread." is not one; ScoreTurn allows that
+turn). tests/bridge/test_e2e.py plays `retracted_pizza_order` against the real handlers.
+Standard library plus `websockets`.
 """
 
 from __future__ import annotations
@@ -138,6 +142,30 @@ def _order_script(mistake: bool) -> Script:
 
 clean_order = _order_script(mistake=False)
 retracted_item_order = _order_script(mistake=True)
+
+
+PIZZA_CUSTOMER = "A large pepperoni, actually no, make that a cheese pizza."
+PIZZA_MISTAKE = "One large pepperoni, I'm placing your order now."
+
+
+def pizza_order() -> dict[str, Any]:
+    """`place_order` with the item the caller took back."""
+    return {"id": "c1", "name": "place_order",
+            "args": {"items": [{"sku": "pepperoni-large", "qty": 1}]}}  # fmt: skip
+
+
+async def retracted_pizza_order(call: AgentCall) -> None:
+    """After the caller's first words: the turn reading back the retracted "large pepperoni"
+    (ScoreTurn: intervene), its audio (10 frames and checkpoint `agent-t1`), then, once the
+    override came (or 10 s passed), a tool-gate request `g1` for `place_order` still with the
+    retracted item (GateTool: block)."""
+    await call.wait_event("media")
+    await call.turn("t1", PIZZA_CUSTOMER, PIZZA_MISTAKE)
+    await call.say(frames=10, checkpoint="agent-t1")
+    with contextlib.suppress(TimeoutError):
+        await call.wait_event("mirror.override", timeout=10)
+    await call.tool_gate("g1", [pizza_order()], PIZZA_CUSTOMER, PIZZA_MISTAKE)
+    await call.closed.wait()
 
 
 class ScriptedAgent:

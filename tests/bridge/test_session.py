@@ -377,3 +377,22 @@ def test_the_agent_sees_caller_events_and_its_own_acks_but_not_mirrors() -> None
         assert wire.agent[-1]["event"] == "clearedAudio"
 
     run(scenario())
+
+
+def test_close_lets_what_is_queued_for_plivo_go_out_first() -> None:
+    async def scenario() -> None:
+        session, wire, sink = make_session(FakeTransport())
+        sent: list[dict[str, object]] = []
+
+        async def slow_send(message: dict[str, object]) -> None:  # a busy socket
+            await asyncio.sleep(0.01)
+            sent.append(message)
+
+        session.io = type(session.io)(send_plivo=slow_send, send_agent=wire.send_agent)
+        for n in range(5):
+            await session.on_agent_audio(frame(n))
+        await session.close("stop")
+        assert sent == [frame(n) for n in range(5)]  # none cut off by the close
+        assert len(sink.events) == 1
+
+    run(scenario())

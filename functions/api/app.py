@@ -3,7 +3,9 @@
 The same core as the direct-invoke functions, so a turn gets the same decision either way:
 `POST /v1/turns:score` is ScoreTurn, `POST /v1/tools:gate` is GateTool, `POST /v1/corrections`
 is GenerateCorrection; `GET /v1/calls/{call_id}` and `POST /v1/calls/{call_id}/end` read and
-end a call (`mirror.calls`). Errors are the direct handlers' `{"error": {...}}` object with an
+end a call (`mirror.calls`; the end publishes CallEnded on EVENT_BUS_NAME);
+`POST /v1/fixes/{fix_id}/approve` and `/reject` decide a fix waiting in the FixPr workflow
+(`mirror.fixes.approval`). Errors are the direct handlers' `{"error": {...}}` object with an
 HTTP status: bad input is 4xx naming the field, an unreachable state store is 503. The gate and
 the corrections keep their own failure rules instead (a tool call is held, a template
 correction is returned), exactly as their functions do.
@@ -27,7 +29,7 @@ from urllib.parse import quote
 import anyio.to_thread
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Body, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
@@ -35,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mirror.calls import CallEnded, CallsService, CallState
+from mirror.calls import CallEnded, CallEventError, CallsService, CallState, EventBridgeCallEnded
 from mirror.config import config_for_event, config_from_env
 from mirror.correction import (
     DEFAULT_LLM_TIMEOUT_S,
@@ -46,6 +48,8 @@ from mirror.correction import (
     fallback_result,
 )
 from mirror.errors import error_response, validation_error_response
+from mirror.fixes.approval import FixApprovals, FixDecision, FixDecisionRequest
+from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.gate import GateOutcome, GateResult, GateService, GateToolEvent, fail_safe
 from mirror.judge import RemoteTier
 from mirror.models import CallContext, MirrorConfig, ScoreTurnEvent, Verdict
@@ -174,10 +178,34 @@ def correction_service() -> CorrectionService:
 
 
 def calls_service() -> CallsService:
+    """Ending a call publishes CallEnded on EVENT_BUS_NAME when it is set (source mirror.api)."""
     global _calls
     if _calls is None:
-        _calls = CallsService(store())
+        bus = os.environ.get("EVENT_BUS_NAME", "").strip()
+        if bus:
+            _calls = CallsService(store(), on_ended=EventBridgeCallEnded(bus))
+        else:
+            _calls = CallsService(store())
     return _calls
+
+
+_fixes: FixApprovals | None = None
+
+
+class FixesNotConfigured(Exception):
+    """REPORTS_TABLE is not set: this deployment has no fix workflow, so no fix exists (404)."""
+
+
+def fix_approvals() -> FixApprovals:
+    global _fixes
+    if _fixes is None:
+        from mirror.fixes.store import FixStore
+
+        table = os.environ.get("REPORTS_TABLE", "").strip()
+        if not table:
+            raise FixesNotConfigured("REPORTS_TABLE is not set: no fix workflow here")
+        _fixes = FixApprovals(FixStore(table))
+    return _fixes
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -324,6 +352,14 @@ async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(503, "state_unavailable", str(exc))
 
 
+async def on_event_error(request: Request, exc: Exception) -> JSONResponse:
+    """The call's end is stored but its CallEnded event is not out: 503, and a retry of the
+    same end publishes it."""
+    logger.error("CallEnded not published", extra={"error": str(exc)})
+    _count("CallEventErrors", {})
+    return _error(503, "event_unavailable", f"{exc}; the end is recorded, retry to publish it")
+
+
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug: logged with its traceback, answered in the same shape (never a stack trace)."""
     logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
@@ -408,6 +444,7 @@ app = FastAPI(
         RequestValidationError: on_request_invalid,
         StarletteHTTPException: on_http_error,
         StateStoreError: on_store_error,
+        CallEventError: on_event_error,
         Exception: on_unexpected,
     },
 )
@@ -643,6 +680,102 @@ async def end_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
         return _call_not_found(ctx)
     logger.info("call ended", extra={"call_id": ctx.call_id, "ended_at": ended.ended_at})
     return ended
+
+
+FixId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=80,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The fix id (the FixPr execution name).",
+    ),
+]
+FIX_ERRORS: dict[int | str, dict[str, Any]] = {
+    **BAD_BODY,
+    404: _doc("No such fix (or no fix workflow in this deployment)."),
+    409: _doc("The fix is not awaiting a decision (decided already, finished or expired)."),
+    422: _doc("A parameter or the body does not validate (e.g. no reviewer, no reason)."),
+    503: _doc("The decision could not be recorded or delivered; send it again."),
+}
+
+
+def iam_caller(request: Request) -> str | None:
+    """The IAM principal that signed the request (HTTP API `requestContext.authorizer.iam`)."""
+    event = request.scope.get("aws.event")
+    if not isinstance(event, dict):
+        return None
+    iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
+    caller = iam.get("userArn") or iam.get("callerId")
+    return caller if isinstance(caller, str) and caller else None
+
+
+async def _decide_fix(
+    fix_id: str, body: FixDecisionRequest | None, request: Request, approved: bool
+) -> Any:
+    body = body or FixDecisionRequest()
+    reviewer = iam_caller(request) or body.reviewer
+    if not reviewer:
+        return _error(
+            422,
+            "invalid_event",
+            "reviewer is required when the request is not IAM-signed",
+            [{"field": "reviewer", "message": "required"}],
+        )
+    if not approved and not body.reason.strip():
+        return _error(
+            422,
+            "invalid_event",
+            "a rejection needs a reason",
+            [{"field": "reason", "message": "required to reject"}],
+        )
+    try:
+        service = fix_approvals()
+        decision = await anyio.to_thread.run_sync(
+            functools.partial(service.decide, fix_id, approved, reviewer, body.reason)
+        )
+    except (FixNotFound, FixesNotConfigured) as e:
+        return _error(404, "fix_not_found", str(e))
+    except FixConflict as e:
+        return _error(409, "fix_conflict", str(e))
+    except TransientError as e:
+        logger.error("fix decision not delivered", extra={"error": str(e)})
+        _count("FixDecisionErrors", {})
+        return _error(503, "fix_unavailable", str(e))
+    _count("FixDecisions", {"decision": decision.status})
+    logger.info("fix decided", extra={"fix_id": fix_id, "status": decision.status})
+    return decision
+
+
+@app.post(
+    "/v1/fixes/{fix_id}/approve",
+    operation_id="approveFix",
+    tags=["fixes"],
+    summary="Approve a drafted fix: the FixPr workflow opens its pull request",
+    response_model=FixDecision,
+    responses=FIX_ERRORS,
+)
+async def approve_fix(
+    fix_id: FixId, request: Request, body: Annotated[FixDecisionRequest | None, Body()] = None
+) -> Any:
+    """Records the approval (reviewer: the IAM caller's ARN, else the body's `reviewer`) and
+    resumes the waiting workflow. A second decision on the same fix is 409."""
+    return await _decide_fix(fix_id, body, request, approved=True)
+
+
+@app.post(
+    "/v1/fixes/{fix_id}/reject",
+    operation_id="rejectFix",
+    tags=["fixes"],
+    summary="Reject a drafted fix: the FixPr workflow records who and why and ends",
+    response_model=FixDecision,
+    responses=FIX_ERRORS,
+)
+async def reject_fix(
+    fix_id: FixId, request: Request, body: Annotated[FixDecisionRequest | None, Body()] = None
+) -> Any:
+    """Records the rejection with its reason (required) and ends the workflow without a PR."""
+    return await _decide_fix(fix_id, body, request, approved=False)
 
 
 # --- the Lambda entry ---------------------------------------------------------------------------

@@ -11,17 +11,25 @@ any other entry point (a direct-invoke function, the bridge) gets the same behav
   keeps its first `ended_at`, so ending it again returns the same result. Two *concurrent*
   first ends are not serialized (the store has no conditional metadata write): the stored
   `ended_at` is the last writer's and each request returns what it reads back after its write.
-- `on_call_ended` is the seam for the CallEnded EventBridge event (a later issue). It is called
-  after `ended_at` is stored, by the request that stored it; today it does nothing.
+- `on_ended` publishes the CallEnded event (`EventBridgeCallEnded`: the same detail the bridge
+  sends, source `mirror.api`; the Api function wires it when EVENT_BUS_NAME is set; the default
+  `on_call_ended` publishes nothing). It runs after `ended_at` is stored, by the request that
+  stored it. At least once: the first end stores `ended_event_pending: true` with `ended_at`
+  and clears it after a successful publish, so when publishing failed (the request raised
+  CallEventError) the client's retry publishes again. PostCallReport is idempotent per call, so
+  a repeated event costs nothing. A call ended by the bridge (which sends its own event) has no
+  pending flag, and ending it through the Api publishes nothing.
 
 Importing this module does no I/O.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +39,14 @@ from mirror.state.base import MetaValue
 
 ENDED_AT_FIELD = "ended_at"
 """The META field that marks a call ended (epoch seconds)."""
+EVENT_PENDING_FIELD = "ended_event_pending"
+"""True from the first end until its CallEnded event was published."""
+EVENT_SOURCE = "mirror.api"
+CALL_ENDED_DETAIL_TYPE = "CallEnded"
+
+
+class CallEventError(Exception):
+    """The CallEnded event could not be published; the end is stored, a retry publishes."""
 
 
 class TurnVerdict(BaseModel):
@@ -77,9 +93,57 @@ class CallEnded(BaseModel):
 def on_call_ended(ctx: CallContext, meta: Mapping[str, MetaValue]) -> None:
     """Called once a request has stored a call's `ended_at` (`meta` as read back after it).
 
-    The seam for the CallEnded EventBridge event, which a later issue adds; until then a call's
-    end is only the `ended_at` field recorded in its META. Nothing is published here.
+    The default publishes nothing (a local run without an event bus); see EventBridgeCallEnded.
     """
+
+
+class EventBridgeCallEnded:
+    """`on_ended` that puts the CallEnded event on an EventBridge bus: detail
+    `{tenant_id, call_id, ended_at, reason, counts}` as the bridge sends it, source `mirror.api`,
+    `reason` the META's `end_reason` or "api". boto3 is imported on first use; the client has
+    short timeouts. A failed put raises CallEventError."""
+
+    def __init__(self, bus_name: str, *, client: Any = None) -> None:
+        if not bus_name:
+            raise ValueError("bus_name is required")
+        self.bus_name = bus_name
+        self._client = client
+
+    def _events(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=1.0,
+                read_timeout=2.0,
+                retries={"mode": "standard", "total_max_attempts": 3},
+            )
+            self._client = boto3.session.Session().client("events", config=config)
+        return self._client
+
+    def __call__(self, ctx: CallContext, meta: Mapping[str, MetaValue]) -> None:
+        reason = meta.get("end_reason")
+        detail = {
+            "tenant_id": ctx.tenant_id,
+            "call_id": ctx.call_id,
+            "ended_at": meta.get(ENDED_AT_FIELD),
+            "reason": reason if isinstance(reason, str) and reason else "api",
+            "counts": {},
+        }
+        entry = {
+            "Source": EVENT_SOURCE,
+            "DetailType": CALL_ENDED_DETAIL_TYPE,
+            "Detail": json.dumps(detail),
+            "EventBusName": self.bus_name,
+        }
+        try:
+            response = self._events().put_events(Entries=[entry])
+        except Exception as e:  # noqa: BLE001 - botocore errors of every kind
+            raise CallEventError(f"CallEnded not published ({type(e).__name__})") from None
+        if response.get("FailedEntryCount"):
+            code = (response.get("Entries") or [{}])[0].get("ErrorCode")
+            raise CallEventError(f"CallEnded not published ({code})")
 
 
 def _number(value: MetaValue) -> float | None:
@@ -126,20 +190,25 @@ class CallsService:
         """Mark the call ended, once; None when the call is unknown (nothing is written).
 
         An ended call is returned as it is, with its first `ended_at`. Raises StateStoreError
-        when the store cannot be used."""
+        when the store cannot be used, CallEventError (from `on_ended`) when the CallEnded event
+        could not be published: the end is stored and a retry publishes again."""
         now = self.clock()
         meta = self.store.get_call_meta(ctx, now)
         if meta is None:
             return None
         ended_at = _number(meta.get(ENDED_AT_FIELD))
         if ended_at is None:
-            self.store.put_call_meta(ctx, {ENDED_AT_FIELD: now}, now, ttl_s)
+            self.store.put_call_meta(
+                ctx, {ENDED_AT_FIELD: now, EVENT_PENDING_FIELD: True}, now, ttl_s
+            )
             # Read back: a concurrent end may have written after us; report what is stored.
             meta = self.store.get_call_meta(ctx, now) or {**meta, ENDED_AT_FIELD: now}
             ended_at = _number(meta.get(ENDED_AT_FIELD))
             if ended_at is None:  # not a number (written by something else): ours stands
                 ended_at = now
-            self.on_ended(ctx, meta)
+        if meta.get(EVENT_PENDING_FIELD) is True:
+            self.on_ended(ctx, meta)  # raises CallEventError: the flag stays for the retry
+            self.store.put_call_meta(ctx, {EVENT_PENDING_FIELD: False}, now, ttl_s)
         return CallEnded(
             call_id=ctx.call_id,
             tenant_id=ctx.tenant_id,

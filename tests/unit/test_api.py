@@ -294,6 +294,8 @@ API_ROUTES = {
     ("POST", "/v1/corrections"),
     ("GET", "/v1/calls/{call_id}"),
     ("POST", "/v1/calls/{call_id}/end"),
+    ("POST", "/v1/fixes/{fix_id}/approve"),
+    ("POST", "/v1/fixes/{fix_id}/reject"),
 }
 
 

@@ -1,0 +1,109 @@
+"""The glue between the FixPr task functions (functions/fix_pr/*.py) and `workflow`.
+
+Every task is invoked by the state machine with the same event shape (see
+statemachines/fix_pr.asl.json):
+
+    {"state": <the execution's document>, "execution_arn": "...",   # every task
+     "token": "...",                                                 # await_approval only
+     "outcome": "opened" | "rejected" | "failed"}                    # record only
+
+`run` builds the dependencies from the environment (once per container and settings), calls
+the step, and lets a failure propagate: the exception's class name is the error Step Functions
+retries or catches. It logs the failure's type and a redacted message, and counts it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from mirror.fixes import workflow
+from mirror.fixes.settings import FixSettings
+from mirror.fixes.store import FixStore
+from mirror.fixes.workflow import FixDeps
+from mirror.redact import redact
+from mirror.reports.store import DynamoDBReportStore
+
+STEPS = ("collect", "draft", "validate", "await_approval", "open_pr", "record")
+
+_LOCK = threading.Lock()
+_DEPS: dict[FixSettings, FixDeps] = {}
+
+
+def _llm() -> Any:
+    """The drafting LLM from MIRROR_CONFIG's `llm` or the standard variables; None without."""
+    from mirror.config import config_from_env
+    from mirror.llm import build_llm_client
+
+    settings = config_from_env().llm
+    return None if settings is None else build_llm_client(settings)
+
+
+def deps_from_env(logger: Any = None) -> FixDeps:
+    settings = FixSettings.from_env()
+    with _LOCK:
+        deps = _DEPS.get(settings)
+        if deps is None:
+            log: Callable[[str, dict[str, Any]], None] = (
+                (lambda msg, extra: logger.warning(msg, extra=extra))
+                if logger is not None
+                else (lambda msg, extra: None)
+            )
+            deps = FixDeps(
+                settings=settings,
+                fixes=FixStore(settings.reports_table),
+                reports=DynamoDBReportStore(settings.reports_table),
+                repo=settings.repo_host(),
+                llm=_llm(),
+                log=log,
+            )
+            _DEPS[settings] = deps
+        return deps
+
+
+def reset() -> None:
+    """Forget the built dependencies (tests change the environment between cases)."""
+    with _LOCK:
+        _DEPS.clear()
+
+
+def dispatch(step: str, event: dict[str, Any], deps: FixDeps) -> dict[str, Any]:
+    if not isinstance(event, dict) or not isinstance(event.get("state"), dict):
+        raise ValueError("a FixPr task event is {'state': {...}, ...}")
+    state = event["state"]
+    if step == "collect":
+        return workflow.collect(state, deps, event.get("execution_arn"))
+    if step == "draft":
+        return workflow.draft(state, deps)
+    if step == "validate":
+        return workflow.validate(state, deps)
+    if step == "await_approval":
+        return workflow.await_approval(str(event.get("token") or ""), state, deps)
+    if step == "open_pr":
+        return workflow.open_pr(state, deps)
+    if step == "record":
+        outcome = event.get("outcome")
+        if outcome not in ("opened", "rejected", "failed"):
+            raise ValueError("record needs outcome opened, rejected or failed")
+        return workflow.record(outcome, state, deps)
+    raise ValueError(f"unknown FixPr step {step!r}")
+
+
+def run(step: str, event: dict[str, Any], logger: Any, count: Callable[..., None]) -> dict:
+    """One task invocation. `count(name, **dimensions)` emits a metric."""
+    state = event.get("state") if isinstance(event, dict) else None
+    fix_id = state.get("fix_id") if isinstance(state, dict) else None
+    logger.append_keys(fix_id=fix_id, step=step)
+    try:
+        result = dispatch(step, event, deps_from_env(logger))
+    except Exception as e:
+        logger.warning(
+            "fix step failed",
+            extra={"error_type": type(e).__name__, "error": redact(str(e))[:500]},
+        )
+        count("FixStepFailures", step=step, error=type(e).__name__)
+        raise
+    count("FixSteps", step=step)
+    logger.info("fix step done", extra={"keys": sorted(result)})
+    return result

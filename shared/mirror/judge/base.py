@@ -87,16 +87,24 @@ def classify(key: str, value: Any) -> str:
 
 
 def arg_values(args: dict[str, Any]) -> Iterator[ArgValue]:
-    """Every scalar in a tool call's arguments, with the key that names it."""
-    stack: list[tuple[str, str, Any, str | None]] = [(k, k, v, None) for k, v in args.items()]
-    while stack:
-        path, key, value, list_path = stack.pop()
-        if isinstance(value, dict):
-            stack.extend((f"{path}.{k}", k, v, None) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", key, v, path) for i, v in enumerate(value))
-        else:
-            yield ArgValue(path, key, value, classify(key, value), list_path)
+    """Every scalar in a tool call's arguments, with the key that names it: the last argument
+    first, each nested container depth-first. Scalars skip the stack (most arguments are)."""
+    for key, value in reversed(args.items()):
+        if not isinstance(value, _CONTAINERS):
+            yield ArgValue(key, key, value, classify(key, value))
+            continue
+        stack: list[tuple[str, str, Any, str | None]] = [(key, key, value, None)]
+        while stack:
+            path, k, v, list_path = stack.pop()
+            if isinstance(v, dict):
+                stack.extend((f"{path}.{ck}", ck, cv, None) for ck, cv in v.items())
+            elif isinstance(v, list):
+                stack.extend((f"{path}[{i}]", k, cv, path) for i, cv in enumerate(v))
+            else:
+                yield ArgValue(path, k, v, classify(k, v), list_path)
+
+
+_CONTAINERS = (dict, list)
 
 
 _NOT_LETTERS = re.compile(r"[^a-z]+")

@@ -185,9 +185,12 @@ _COUNTED = re.compile(_NUMBER_CORE + r"\s*(\S*)\s*(\S*))")
 """A number token and the two tokens after it (looked ahead at, not consumed: '2 3 bags')."""
 
 
+_WORD_VALUES = {w: float(v) for w, v in _COUNTABLE_WORDS.items()}
+
+
 def _value(digits: str, word: str) -> float | None:
     if word:
-        return float(_COUNTABLE_WORDS[word])
+        return _WORD_VALUES[word]
     try:
         return float(digits.replace(",", ""))
     except ValueError:  # '1,,2.' and the like

@@ -54,7 +54,7 @@ class AmountConsistency:
         d = inp.dialogue
         for call in inp.irreversible:
             for key, value in call.args.items():
-                if isinstance(value, bool) or not isinstance(value, NUMBER_TYPES):
+                if type(value) not in NUMBER_TYPES:  # exact types: bool is not an amount
                     continue
                 kw = key_words(key)
                 quantity = not _QUANTITY_KEYS.isdisjoint(kw)
@@ -67,7 +67,11 @@ class AmountConsistency:
                 # so their first three letters are in the line, or no pair can match.
                 heads = {w[:3] for w in words if len(w) >= 3}
                 for u in reversed(d.utterances):
-                    if not any(h in u.text for h in heads):
+                    text = u.text
+                    for h in heads:
+                        if h in text:
+                            break
+                    else:
                         continue
                     stated = _stated(u.counts, words, all_words=not quantity)
                     if stated:

@@ -30,14 +30,15 @@ def test_numbers_are_whole_tokens_once_punctuation_is_trimmed(
 
 
 def test_counted_pairs_take_up_to_two_nouns_and_stop_at_a_number_or_function_word() -> None:
-    assert tx.counted_pairs("2 checked bags and 3 carry-ons") == [
+    assert tx.counted_pairs(tx.scan_numbers("2 checked bags and 3 carry-ons")) == [
         (2.0, "checked", 0),
         (2.0, "bag", 0),
         (3.0, "carry-on", 1),
     ]
-    assert tx.counted_pairs("two three bags") == [(3.0, "bag", 1)]  # 'two' counts nothing
-    assert tx.counted_pairs("my card ends in 42") == []
-    assert tx.counted_pairs("for two at seven.") == []
+    # 'two' counts nothing: the next token is a number
+    assert tx.counted_pairs(tx.scan_numbers("two three bags")) == [(3.0, "bag", 1)]
+    assert tx.counted_pairs(tx.scan_numbers("my card ends in 42")) == []
+    assert tx.counted_pairs(tx.scan_numbers("for two at seven.")) == []
 
 
 @pytest.mark.parametrize(

@@ -61,13 +61,13 @@ class Utterance:
     """A caller or agent line, lower-cased; its letters-and-digits form, its numbers and what
     they count are built on demand, once."""
 
-    __slots__ = ("role", "text", "_alnum", "_numbers", "_counts")
+    __slots__ = ("role", "text", "_alnum", "_scan", "_counts")
 
     def __init__(self, role: str, text: str) -> None:
         self.role = role  # "customer" or "agent"
         self.text = text
         self._alnum: str | None = None
-        self._numbers: list[float] | None = None
+        self._scan: tx.NumberScan | None = None
         self._counts: list[tuple[float, str, int]] | None = None
 
     @property
@@ -77,17 +77,17 @@ class Utterance:
         return self._alnum
 
     @property
-    def numbers(self) -> list[float]:
-        """`tx.numbers` of the line: the value of each number, in order."""
-        if self._numbers is None:
-            self._numbers = tx.numbers(self.text)
-        return self._numbers
+    def numbers(self) -> tx.NumberScan:
+        """`tx.scan_numbers` of the line: each number's value and the two tokens after it."""
+        if self._scan is None:
+            self._scan = tx.scan_numbers(self.text)
+        return self._scan
 
     @property
     def counts(self) -> list[tuple[float, str, int]]:
         """`tx.counted_pairs` of the line: (number, noun, which number)."""
         if self._counts is None:
-            self._counts = tx.counted_pairs(self.text) if self.numbers else []
+            self._counts = tx.counted_pairs(self.numbers)
         return self._counts
 
 
@@ -182,7 +182,7 @@ class Dialogue:
 
     @cached_property
     def caller_numbers(self) -> set[float]:
-        return {v for u in self.callers for v in u.numbers}
+        return {v for u in self.callers for v, _, _ in u.numbers}
 
     @cached_property
     def tool_numbers(self) -> set[float]:

@@ -177,30 +177,32 @@ _NUMBER_CORE = (
     rf"\s[{_P}]*(?:\$*(\d[\d,]*(?:\.\d+)?)|({'|'.join(sorted(_COUNTABLE_WORDS, key=len)[::-1])}))"
     rf"[{_P}]*(?=\s"
 )
-_NUMBER = re.compile(_NUMBER_CORE + ")")
-"""A whitespace-delimited token that is a number once quotes and punctuation are trimmed:
-'$1,126.04', '(2)', 'two,'. It starts on a whitespace character, so the regex engine skips
-from space to space in C instead of trying every position. Texts are padded with a space."""
-_COUNTED = re.compile(_NUMBER_CORE + r"\s*(\S*)\s*(\S*))")
-"""A number token and the two tokens after it (looked ahead at, not consumed: '2 3 bags')."""
-
+_NUMBER = re.compile(_NUMBER_CORE + r"\s*(\S*)\s*(\S*))")
+"""A whitespace-delimited token that is a number once quotes and punctuation are trimmed
+('$1,126.04', '(2)', 'two,'), and the two tokens after it, looked ahead at and not consumed
+('2 3 bags' has two numbers). It starts on a whitespace character, so the regex engine skips
+from space to space in C instead of trying every position; texts are padded with a space."""
 
 _WORD_VALUES = {w: float(v) for w, v in _COUNTABLE_WORDS.items()}
 
+NumberScan = list[tuple[float, str, str]]
+"""(value, the next token, the token after it) for each number of a line, in order."""
 
-def _value(digits: str, word: str) -> float | None:
-    if word:
-        return _WORD_VALUES[word]
-    try:
-        return float(digits.replace(",", ""))
-    except ValueError:  # '1,,2.' and the like
-        return None
+
+def scan_numbers(text: str) -> NumberScan:
+    """The numbers of lower-cased `text` with what follows each, in one regex pass ('a' and
+    'an' are not counted: 'a pizza' states no quantity)."""
+    out: NumberScan = []
+    for digits, word, after, after2 in _NUMBER.findall(f" {text} "):
+        # `digits` is a digit, then digits and commas, then an optional decimal part
+        value = _WORD_VALUES[word] if word else float(digits.replace(",", ""))
+        out.append((value, after, after2))
+    return out
 
 
 def numbers(text: str) -> list[float]:
-    """Each number token of lower-cased `text`, in order ('a' and 'an' are not counted: 'a
-    pizza' states no quantity)."""
-    return [v for d, w in _NUMBER.findall(f" {text} ") if (v := _value(d, w)) is not None]
+    """Each number token of lower-cased `text`, in order."""
+    return [value for value, _, _ in scan_numbers(text)]
 
 
 _NOT_NOUNS = frozenset(
@@ -209,15 +211,12 @@ _NOT_NOUNS = frozenset(
 )
 
 
-def counted_pairs(text: str) -> list[tuple[float, str, int]]:
-    """(number, stemmed noun, which number) for each number in lower-cased `text` and the
+def counted_pairs(scan: NumberScan) -> list[tuple[float, str, int]]:
+    """(number, stemmed noun, which number) for each number of a `scan_numbers` result and the
     up-to-two words right after it: '2 checked bags' gives (2, 'checked', 0) and (2, 'bag', 0).
     A following number or a function word ends the run."""
     pairs: list[tuple[float, str, int]] = []
-    for i, (digits, word, *after) in enumerate(_COUNTED.findall(f" {text} ")):
-        value = _value(digits, word)
-        if value is None:
-            continue
+    for i, (value, *after) in enumerate(scan):
         for raw in after:
             noun = raw.strip(_PUNCTUATION)
             if (

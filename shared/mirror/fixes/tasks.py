@@ -55,7 +55,7 @@ def deps_from_env(logger: Any = None) -> FixDeps:
                 fixes=FixStore(settings.reports_table),
                 reports=DynamoDBReportStore(settings.reports_table),
                 repo=settings.repo_host(),
-                llm=_llm(),
+                llm_factory=_llm,
                 log=log,
             )
             _DEPS[settings] = deps

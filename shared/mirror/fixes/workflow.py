@@ -81,8 +81,16 @@ class FixDeps:
     reports: DynamoDBReportStore
     repo: RepoHost
     llm: LLMClient | None = None
+    llm_factory: Callable[[], LLMClient | None] | None = None
+    """Builds `llm` on first use: only Draft asks, so the other steps never load an SDK."""
     clock: Callable[[], float] = time.time
     log: Callable[[str, dict[str, Any]], None] = field(default=lambda msg, extra: None)
+
+    def drafting_llm(self) -> LLMClient | None:
+        if self.llm is None and self.llm_factory is not None:
+            factory, self.llm_factory = self.llm_factory, None
+            self.llm = factory()
+        return self.llm
 
 
 def _inp(state: dict[str, Any]) -> FixInput:
@@ -182,7 +190,8 @@ def draft(state: dict[str, Any], deps: FixDeps) -> dict:
     base_sha = deps.repo.head(s.base_branch)
     prompt = deps.repo.read_file(s.prompt_path, base_sha)
     out: dict[str, Any] = {"base_branch": s.base_branch, "base_sha": base_sha}
-    if deps.llm is not None:
+    llm = deps.drafting_llm()
+    if llm is not None:
         files = {s.prompt_path: prompt}
         for path in s.fixable_files:
             if path not in files:
@@ -193,7 +202,7 @@ def draft(state: dict[str, Any], deps: FixDeps) -> dict:
         try:
             reply = asyncio.run(
                 asyncio.wait_for(
-                    deps.llm.complete_json(
+                    llm.complete_json(
                         system=DRAFT_SYSTEM,
                         user=_draft_input(files, collected, inp),
                         schema=DraftReply,
@@ -202,7 +211,7 @@ def draft(state: dict[str, Any], deps: FixDeps) -> dict:
                     s.llm_timeout_s,
                 )
             )
-            return out | {"diff": reply.diff, "source": "llm", "model": deps.llm.name}
+            return out | {"diff": reply.diff, "source": "llm", "model": llm.name}
         except Exception as e:  # noqa: BLE001 - the deterministic proposal still drafts a fix
             out["llm_error"] = type(e).__name__
             deps.log("draft LLM failed; deterministic proposal", {"error_type": type(e).__name__})

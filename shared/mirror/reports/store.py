@@ -307,7 +307,10 @@ class FixStart:
     name: str
     execution_arn: str
     started: bool
-    """False when an execution of that name already existed (the start was a no-op)."""
+    """False when Step Functions answered ExecutionAlreadyExists (an execution of that name
+    exists with another input or has closed). A start with the name and input of a running
+    execution returns that execution (StartExecution is idempotent), so True does not mean
+    this call created it: only that exactly one execution of the name exists."""
 
 
 class FixWorkflowStarter:

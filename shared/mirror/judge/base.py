@@ -38,7 +38,10 @@ class Check(Protocol):
     id: str
     default_score: float
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]: ...
+    def run(self, inp: CheckInput) -> list[Finding]:
+        """The check's findings on this turn. A list, not a generator: most checks find
+        nothing on most turns, and an empty list is cheaper than a generator to create."""
+        ...
 
 
 # -- tool arguments ---------------------------------------------------------------------------

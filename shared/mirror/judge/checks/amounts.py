@@ -8,7 +8,6 @@ contradicts `quantity: 1`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from mirror.judge import text as tx
@@ -22,8 +21,7 @@ _QUANTITY_KEYS = frozenset({"quantity", "qty", "count"})
 
 def _same_thing(noun: str, words: set[str]) -> bool:
     return any(
-        len(noun) >= 3 and len(w) >= 3 and (w.startswith(noun) or noun.startswith(w))
-        for w in words
+        len(noun) >= 3 and len(w) >= 3 and (w.startswith(noun) or noun.startswith(w)) for w in words
     )
 
 
@@ -49,7 +47,8 @@ class AmountConsistency:
     id = "amount_consistency"
     default_score = 0.85
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]:
+    def run(self, inp: CheckInput) -> list[Finding]:
+        found: list[Finding] = []
         score = inp.config.check_score(self.id, self.default_score)
         d = inp.dialogue
         for call in inp.irreversible:
@@ -76,41 +75,48 @@ class AmountConsistency:
                     stated = _stated(u.counts, words, all_words=not quantity)
                     if stated:
                         if float(value) not in stated:
-                            yield Finding(
-                                self.id,
-                                "wrong_amount",
-                                score,
-                                f"{call.name}.{key}={value} but the conversation last said "
-                                f"{short(_fmt(stated))}",
-                                call.id,
+                            found.append(
+                                Finding(
+                                    self.id,
+                                    "wrong_amount",
+                                    score,
+                                    f"{call.name}.{key}={value} but the conversation last said "
+                                    f"{short(_fmt(stated))}",
+                                    call.id,
+                                )
                             )
                         break
-        yield from self._speech(inp, score)
+        found.extend(self._speech(inp, score))
+        return found
 
-    def _speech(self, inp: CheckInput, score: float) -> Iterator[Finding]:
+    def _speech(self, inp: CheckInput, score: float) -> list[Finding]:
         """The agent repeats a count back differently from the caller's last line."""
+        found: list[Finding] = []
         d = inp.dialogue
         if not inp.turn.agent_text or not d.callers:
-            return
+            return found
         said: dict[str, float] = {}
         for value, noun, _ in d.callers[-1].counts:
             said[noun] = value  # the last mention wins: "two, actually three pizzas"
         if not said:
-            return
+            return found
         agent_pairs = d.agent.counts
         for value, noun, _ in agent_pairs:
             for caller_noun, caller_value in said.items():
                 if caller_value != value and _same_thing(noun, {caller_noun}):
                     if caller_value in _stated(agent_pairs, {caller_noun}):
                         continue
-                    yield Finding(
-                        self.id,
-                        "wrong_amount",
-                        score,
-                        f"the caller said {_fmt([caller_value])} {caller_noun}, the agent says "
-                        f"{_fmt([value])}",
+                    found.append(
+                        Finding(
+                            self.id,
+                            "wrong_amount",
+                            score,
+                            f"the caller said {_fmt([caller_value])} {caller_noun}, the agent says "
+                            f"{_fmt([value])}",
+                        )
                     )
-                    return
+                    return found
+        return found
 
 
 def _item_words(args: dict[str, Any]) -> set[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding
@@ -34,9 +33,10 @@ class Confirmation:
     id = "confirmation"
     default_score = 0.9
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]:
+    def run(self, inp: CheckInput) -> list[Finding]:
+        found: list[Finding] = []
         if not inp.irreversible:
-            return
+            return found
         last = inp.dialogue.last_meaningful()
         if last is None:
             why = "nobody has spoken yet"
@@ -45,7 +45,10 @@ class Confirmation:
         elif not is_confirmation(last[1]):
             why = f"the caller's last words are not a yes: {last[1][:80]!r}"
         else:
-            return
+            return found
         score = inp.config.check_score(self.id, self.default_score)
         for call in inp.irreversible:
-            yield Finding(self.id, "no_confirmation_yet", score, f"{call.name}: {why}", call.id)
+            found.append(
+                Finding(self.id, "no_confirmation_yet", score, f"{call.name}: {why}", call.id)
+            )
+        return found

@@ -21,9 +21,10 @@ class ObjectIdentity:
     id = "object_identity"
     default_score = 0.9
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]:
+    def run(self, inp: CheckInput) -> list[Finding]:
+        found: list[Finding] = []
         if not inp.irreversible or not inp.dialogue.tool_outputs:
-            return  # siblings come from tool outputs only
+            return found  # siblings come from tool outputs only
         score = inp.config.check_score(self.id, self.default_score)
         for call in inp.irreversible:
             targets = list(_target_args(call.args))
@@ -32,7 +33,10 @@ class ObjectIdentity:
                 finding = _judge(inp.dialogue, key, values, is_list, call_keys)
                 if finding is not None:
                     code, evidence = finding
-                    yield Finding(self.id, code, score, f"{call.name}.{key}: {evidence}", call.id)
+                    found.append(
+                        Finding(self.id, code, score, f"{call.name}.{key}: {evidence}", call.id)
+                    )
+        return found
 
 
 def _target_args(args: dict[str, Any]) -> Iterator[tuple[str, list[str], bool]]:
@@ -84,9 +88,7 @@ def _judge(
             return None
         # An element is extra only if it could have been named: a caller names products, not
         # their ten-digit ids, so a sibling without a distinctive label proves nothing.
-        extra = [
-            c for c in chosen if id(c) not in named_ids and set(names[id(c)]) & set(c.labels)
-        ]
+        extra = [c for c in chosen if id(c) not in named_ids and set(names[id(c)]) & set(c.labels)]
         if extra:
             return "extra_item", f"{_show(extra, names)} was never asked for"
         # Missing only what is named distinctively, in the focus and by the caller: agents list

@@ -122,10 +122,11 @@ class Retraction:
     id = "retraction"
     default_score = 0.9
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]:
+    def run(self, inp: CheckInput) -> list[Finding]:
+        found: list[Finding] = []
         active = active_retractions(inp.dialogue.caller_lines)
         if not active:
-            return
+            return found
         score = inp.config.check_score(self.id, self.default_score)
         for call in inp.irreversible:
             args_text = " | ".join(_strings(call.args))
@@ -133,23 +134,28 @@ class Retraction:
                 used = _mentions(args_text, r.retracted)
                 if used and not _mentions(args_text, r.replacement):
                     code = "wrong_amount" if used[0][0].isdigit() else "wrong_variant"
-                    yield Finding(
-                        self.id,
-                        code,
-                        score,
-                        f"{call.name} uses {', '.join(sorted(used))!r}, which the caller took "
-                        f"back ({r.said.strip()[:80]!r})",
-                        call.id,
+                    found.append(
+                        Finding(
+                            self.id,
+                            code,
+                            score,
+                            f"{call.name} uses {', '.join(sorted(used))!r}, which the caller took "
+                            f"back ({r.said.strip()[:80]!r})",
+                            call.id,
+                        )
                     )
         agent = inp.turn.agent_text.lower()
         if agent:
             for r in active:
                 used = _mentions(agent, r.retracted)
                 if used and not _mentions(agent, r.replacement):
-                    yield Finding(
-                        self.id,
-                        "wrong_variant",
-                        score,
-                        f"the agent says {', '.join(sorted(used))!r}, which the caller took back "
-                        f"({r.said.strip()[:80]!r})",
+                    found.append(
+                        Finding(
+                            self.id,
+                            "wrong_variant",
+                            score,
+                            f"the agent says {', '.join(sorted(used))!r}, which the caller "
+                            f"took back ({r.said.strip()[:80]!r})",
+                        )
                     )
+        return found

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding
 from mirror.policy import Rule
@@ -20,10 +18,11 @@ class OperatorRules:
     id = "operator_rule"
     default_score = 0.9  # each rule carries its own score; check_scores[id] overrides all
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]:
+    def run(self, inp: CheckInput) -> list[Finding]:
+        found: list[Finding] = []
         agent = inp.turn.agent_text.lower()
         if not agent or not inp.policies.rules:
-            return
+            return found
         caller = inp.dialogue.caller_lines[-1] if inp.dialogue.caller_lines else ""
         for rule in inp.policies.rules:
             if not triggered(rule, caller, agent):
@@ -32,18 +31,23 @@ class OperatorRules:
             if rule.kind == "forbid":
                 for phrase in rule.phrases:
                     if said := tx.find_phrase(agent, phrase):
-                        yield Finding(
-                            self.id,
-                            "not_allowed_by_policy",
-                            score,
-                            f"the agent says {said!r}; policy: {rule.source}",
+                        found.append(
+                            Finding(
+                                self.id,
+                                "not_allowed_by_policy",
+                                score,
+                                f"the agent says {said!r}; policy: {rule.source}",
+                            )
                         )
                         break
             elif not any(tx.contains_phrase(agent, p) for p in rule.phrases):
-                yield Finding(
-                    self.id,
-                    "not_allowed_by_policy",
-                    score,
-                    f"the agent does not say {' or '.join(repr(p) for p in rule.phrases)}; "
-                    f"policy: {rule.source}",
+                found.append(
+                    Finding(
+                        self.id,
+                        "not_allowed_by_policy",
+                        score,
+                        f"the agent does not say {' or '.join(repr(p) for p in rule.phrases)}; "
+                        f"policy: {rule.source}",
+                    )
                 )
+        return found

@@ -21,9 +21,10 @@ class VariantOptions:
     id = "variant_options"
     default_score = 0.85
 
-    def run(self, inp: CheckInput) -> Iterator[Finding]:
+    def run(self, inp: CheckInput) -> list[Finding]:
+        found: list[Finding] = []
         if not inp.irreversible or not inp.dialogue.tool_outputs:
-            return  # siblings come from tool outputs only
+            return found  # siblings come from tool outputs only
         score = inp.config.check_score(self.id, self.default_score)
         for call in inp.irreversible:
             ids = [v for v in _id_values(call.args)]
@@ -33,10 +34,13 @@ class VariantOptions:
             for value in ids:
                 evidence = _contradiction(inp.dialogue, value, keys)
                 if evidence:
-                    yield Finding(
-                        self.id, "wrong_variant", score, f"{call.name}: {evidence}", call.id
+                    found.append(
+                        Finding(
+                            self.id, "wrong_variant", score, f"{call.name}: {evidence}", call.id
+                        )
                     )
                     break
+        return found
 
 
 def _id_values(args: dict[str, Any]) -> Iterator[str]:

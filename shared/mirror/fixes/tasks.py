@@ -90,8 +90,21 @@ def dispatch(step: str, event: dict[str, Any], deps: FixDeps) -> dict[str, Any]:
     raise ValueError(f"unknown FixPr step {step!r}")
 
 
+def _safe(count: Callable[..., None], logger: Any) -> Callable[..., None]:
+    """A metric that cannot be emitted never fails the step."""
+
+    def emit(name: str, **dimensions: str) -> None:
+        try:
+            count(name, **dimensions)
+        except Exception:  # noqa: BLE001
+            logger.warning("metric not emitted", extra={"metric": name})
+
+    return emit
+
+
 def run(step: str, event: dict[str, Any], logger: Any, count: Callable[..., None]) -> dict:
     """One task invocation. `count(name, **dimensions)` emits a metric."""
+    count = _safe(count, logger)
     state = event.get("state") if isinstance(event, dict) else None
     fix_id = state.get("fix_id") if isinstance(state, dict) else None
     logger.append_keys(fix_id=fix_id, step=step)

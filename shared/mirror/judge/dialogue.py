@@ -8,15 +8,13 @@ never pays for parsing tool outputs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from mirror.judge import text as tx
 from mirror.models import AgentMessage, CustomerMessage, Message, Turn
-
-T = TypeVar("T")
 
 LABEL_KEYS = ("name", "title", "label", "product_name", "source", "last_four")
 """Record fields that name a thing the way a caller would (a product name, 'paypal')."""
@@ -93,15 +91,14 @@ class Utterance:
 
 class Dialogue:
     __slots__ = (
-        "turn", "utterances", "callers", "caller_lines", "tool_outputs", "_last", "_memo",
-        "__dict__",
+        "turn", "utterances", "callers", "caller_lines", "tool_outputs", "_last", "__dict__",
     )  # fmt: skip
 
     def __init__(self, turn: Turn) -> None:
         """One pass over the history: every turn needs its caller lines and its last words."""
         self.turn = turn
-        self._memo: dict[tuple[Callable[[str], Any], str], Any] = {}
         utterances: list[Utterance] = []
+        callers: list[Utterance] = []
         tool_outputs: list[str] = []
         last: tuple[str, str] | None = None
         last_caller: str | None = None
@@ -111,9 +108,11 @@ class Dialogue:
             if role == "tool":
                 tool_outputs.append(text)
             elif text and not text.isspace():
-                utterances.append(Utterance(role, text.lower()))
+                u = Utterance(role, text.lower())
+                utterances.append(u)
                 last = role, text
                 if role == "customer":
+                    callers.append(u)
                     last_caller = text
             elif role == "customer":
                 last, last_caller = (role, text), text
@@ -121,23 +120,16 @@ class Dialogue:
         # eval case shape); otherwise it is a new line that comes after the history.
         wanted = turn.customer_text.strip().lower()
         if wanted and (last_caller is None or last_caller.strip().lower() != wanted):
-            utterances.append(Utterance("customer", wanted))
+            u = Utterance("customer", wanted)
+            utterances.append(u)
+            callers.append(u)
             last = "customer", turn.customer_text
         self.utterances = utterances
         """Caller and agent lines, oldest first, with the turn's own caller line last."""
-        self.callers = [u for u in utterances if u.role == "customer"]
-        self.caller_lines = [u.text for u in self.callers]
+        self.callers = callers
+        self.caller_lines = [u.text for u in callers]
         self.tool_outputs = tool_outputs
         self._last = last
-
-    def scan(self, fn: Callable[[str], T], text: str) -> T:
-        """`fn(text)`, computed once per turn: several checks read the same lines."""
-        key = (fn, text)
-        try:
-            return self._memo[key]
-        except KeyError:
-            value = self._memo[key] = fn(text)
-            return value
 
     # -- messages ---------------------------------------------------------------------------
 

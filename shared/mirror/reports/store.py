@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -345,9 +344,3 @@ class FixWorkflowStarter:
             ) from e
         return FixStart(name, response["executionArn"], started=True)
 
-
-def entries_by_pattern(entries: Sequence[StoredEntry]) -> dict[str, list[StoredEntry]]:
-    out: dict[str, list[StoredEntry]] = {}
-    for e in entries:
-        out.setdefault(e.entry.pattern_id, []).append(e)
-    return out

@@ -533,3 +533,14 @@ def test_an_end_whose_event_failed_publishes_on_retry(aws: dict[str, Any]) -> No
     assert retried is not None and published == ["failed", "CA-1"]
     meta = aws["store"].get_call_meta(ctx, ENDED_AT)
     assert meta is not None and meta[EVENT_PENDING_FIELD] is False
+
+
+def test_the_sample_events_parse() -> None:
+    from mirror.reports.models import parse_call_ended
+
+    detail = parse_call_ended(json.loads((REPO_ROOT / "events/post_call_report.json").read_text()))
+    assert (detail.tenant_id, detail.reason) == ("pizzeria", "hangup")
+    state = json.loads((REPO_ROOT / "events/fix_pr_collect.json").read_text())["state"]
+    from mirror.fixes.workflow import FixInput
+
+    assert FixInput.model_validate(state).pattern_id == "retracted_value_used"

@@ -842,6 +842,55 @@ def check_state(result: DemoResult) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class _CallSnapshot:
+    """The reads PostCallReport makes of a call's state, answered from a copy."""
+
+    meta: Any
+    history: list[Any]
+    verdicts: list[Any]
+
+    def get_call_meta(self, ctx: Any, now: float) -> Any:
+        return self.meta
+
+    def get_history(self, ctx: Any, now: float, limit: int) -> list[Any]:
+        return self.history[-limit:]
+
+    def list_verdicts(self, ctx: Any, now: float) -> list[Any]:
+        return self.verdicts
+
+
+def post_call_report(result: DemoResult) -> None:
+    """After the call: its failure report from the state moto holds, then the FixPr workflow on
+    moto to the approval step, approved as the demo's reviewer, and the branch and commit the PR
+    step made in a local git repository it creates (nothing is pushed)."""
+    import boto3
+
+    from mirror.models import CallContext
+    from mirror.reports.demo import show_post_call
+    from mirror.state import DynamoDBStateStore
+
+    out = result.out
+    out.write("\n== After the call: the post-call report and the fix workflow ==\n")
+    client = boto3.session.Session().client(
+        "dynamodb", region_name="us-east-1", endpoint_url=result.endpoint
+    )
+    store = DynamoDBStateStore(result.table_name, client=client)
+    ctx = CallContext(call_id=result.call_id, tenant_id=result.tenant_id)
+    now = time.time()
+    # Read now: show_post_call mocks AWS in-process, which would hide the moto server.
+    snapshot = _CallSnapshot(
+        store.get_call_meta(ctx, now),
+        store.get_history(ctx, now, 10_000),
+        store.list_verdicts(ctx, now),
+    )
+    shown = show_post_call(snapshot, result.call_id, tenant_id=result.tenant_id, out=out)
+    if shown.report is None:
+        result.problems.append("no post-call report for the call")
+    elif shown.status != "opened":
+        result.problems.append(f"the fix workflow ended {shown.status!r}, expected 'opened'")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/demo_call.py",
@@ -856,7 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.speed <= 0:
         parser.error("--speed must be positive")
     try:
-        result = run_demo(sys.stdout, speed=args.speed)
+        result = run_demo(sys.stdout, speed=args.speed, after_call=[post_call_report])
     except DemoFailed as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2

@@ -95,8 +95,15 @@ def test_make_demo_plays_the_call_with_the_intervention_and_stores_the_state() -
     assert re.search(r"^\s+OVERRIDE\s+note=", out, re.M)
     assert re.search(r"^\s+MSG#0000000003\s+agent: 'Great, placing your order", out, re.M)
     assert f"reason stop, call {table.group(3)}" in out  # CallEnded, read back from SQS
+    # after the call: its report from the stored state, then FixPr on moto to the approval
+    # step and on to the local branch and commit
+    report = out.index("Post-call report: pizzeria/" + table.group(3))
+    assert re.search(r"- retracted_value_used \[medium, confidence [0-9.]+, counted\]", out)
+    assert report < out.index("is waiting for approval. Validated diff:") < out.index("Approved.")
+    assert re.search(r"^  branch mirror/fix-pizzeria-retracted_value_used-", out, re.M)
+    assert re.search(r"^  commit [0-9a-f]{40}$", out, re.M)
     assert out.rstrip().endswith("The call went as scripted.")
-    assert elapsed < 15, f"make demo took {elapsed:.1f} s"
+    assert elapsed < 25, f"make demo took {elapsed:.1f} s"
 
 
 def test_run_demo_steps_after_the_call_see_the_stack_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,13 @@ from statelint.linter import Linter
 from mirror.fixes import errors
 from mirror.local import load_template
 from mirror.reports import store
-from mirror.reports.local import ASL_PATH, FIX_PR_DIR, FIX_PR_STEPS, substitute
+from mirror.reports.local import (
+    ASL_PATH,
+    FIX_PR_DIR,
+    FIX_PR_STEPS,
+    load_fix_pr_handlers,
+    substitute,
+)
 from tests.unit.conftest import REPO_ROOT, TEMPLATE_PATH
 
 ASL_TEXT = (REPO_ROOT / ASL_PATH).read_text(encoding="utf-8")
@@ -137,10 +143,10 @@ def test_retry_and_catch_name_the_task_errors() -> None:
 
 
 @pytest.mark.parametrize("step", FIX_PR_STEPS.values())
-def test_each_task_function_runs_its_own_module(resources: dict[str, Any], step: str) -> None:
+def test_each_task_function_runs_its_own_handler(resources: dict[str, Any], step: str) -> None:
     props = resources[FUNCTIONS[step]]["Properties"]
-    assert props["CodeUri"] == f"{FIX_PR_DIR}/" and props["Handler"] == f"{step}.lambda_handler"
-    assert (REPO_ROOT / FIX_PR_DIR / f"{step}.py").is_file()
+    assert props["CodeUri"] == f"{FIX_PR_DIR}/" and props["Handler"] == f"app.{step}"
+    assert load_fix_pr_handlers(REPO_ROOT)[step].__name__ == step  # app.<step> is that step's
     env = props["Environment"]["Variables"]
     assert env["REPORTS_TABLE"] == {"Ref": "ReportsTable"}
     assert env["REPO_TOKEN_SECRET"] == {"Ref": "RepoTokenSecretArn"}

@@ -39,7 +39,7 @@ FIX_PR_STEPS: dict[str, str] = {
     "OpenPrFunctionArn": "open_pr",
     "RecordFunctionArn": "record",
 }
-"""The ASL's DefinitionSubstitutions and the module in functions/fix_pr/ behind each."""
+"""The ASL's DefinitionSubstitutions and the handler in functions/fix_pr/app.py behind each."""
 ASL_PATH = Path("statemachines/fix_pr.asl.json")
 FIX_PR_DIR = Path("functions/fix_pr")
 POST_CALL_REPORT_PATH = Path("functions/post_call_report/app.py")
@@ -163,11 +163,9 @@ def import_file(path: Path, prefix: str) -> ModuleType:
 
 
 def load_fix_pr_handlers(root: Path) -> dict[str, Handler]:
-    """step → `lambda_handler` of functions/fix_pr/<step>.py in the checkout at `root`."""
-    return {
-        step: import_file(root / FIX_PR_DIR / f"{step}.py", f"fix_pr_{step}").lambda_handler
-        for step in FIX_PR_STEPS.values()
-    }
+    """step → its handler in functions/fix_pr/app.py in the checkout at `root`."""
+    module = import_file(root / FIX_PR_DIR / "app.py", "fix_pr_app")
+    return {step: getattr(module, step) for step in FIX_PR_STEPS.values()}
 
 
 def substitute(definition: str, values: Mapping[str, str]) -> str:
@@ -209,7 +207,7 @@ def deploy_fix_pr(
             FunctionName=name,
             Runtime="python3.12",
             Role=role,
-            Handler=f"{step}.lambda_handler",
+            Handler=f"app.{step}",
             Code={"ZipFile": buf.getvalue()},
         )["FunctionArn"]
         names[step] = name

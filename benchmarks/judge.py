@@ -30,6 +30,12 @@ SHORT_TURN = Turn.model_validate(
 )
 
 
+SHORT_TURN_REVERSIBLE = SHORT_TURN.model_copy(
+    update={"tool_calls": [SHORT_TURN.tool_calls[0].model_copy(update={"name": "find_table"})]}
+)
+"""The same turn with a call that changes nothing: no argument checks, most turns' path."""
+
+
 def _time_us(judge: Judge, turn: Turn) -> float:
     start = time.perf_counter_ns()
     judge.tier0(turn)
@@ -52,11 +58,11 @@ def gate_latencies(eval_dir: Path, rounds: int) -> tuple[list[float], int]:
     return [statistics.median(s) for s in per_case], len(cases)
 
 
-def short_latencies(n: int) -> list[float]:
+def short_latencies(n: int, turn: Turn = SHORT_TURN) -> list[float]:
     judge = Judge(MirrorConfig())
     for _ in range(200):
-        judge.tier0(SHORT_TURN)
-    return [_time_us(judge, SHORT_TURN) for _ in range(n)]
+        judge.tier0(turn)
+    return [_time_us(judge, turn) for _ in range(n)]
 
 
 class _CountingTier:
@@ -108,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gate, cases = gate_latencies(args.eval_dir, args.rounds)
     short = short_latencies(20_000)
+    short_reversible = short_latencies(20_000, SHORT_TURN_REVERSIBLE)
     figures = {
         "gate_p50_us": round(percentile(gate, 50), 1),
         "gate_p99_us": round(percentile(gate, 99), 1),
         "short_p50_us": round(percentile(short, 50), 2),
         "short_p99_us": round(percentile(short, 99), 2),
+        "short_reversible_p50_us": round(percentile(short_reversible, 50), 2),
         "cases": cases,
         **llm_routing(args.eval_dir),
     }

@@ -255,34 +255,57 @@ class InProcessTransport:
             await self._queue(name)
 
     async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
-
-        async def call() -> Any:
-            queue = await self._queue(name)
-            handler = await queue.get()
-            context = LambdaContext(function_name=name, deadline=deadline)
-            # a JSON round trip: the handler sees what Lambda would hand it, never our objects
-            event = json.loads(json.dumps(payload))
-            work: Future[Any] = self._pool.submit(handler, event, context)
-
-            def give_back(_: Future[Any]) -> None:  # only once the handler is really done
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, handler)
-                except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
-                    pass
-
-            work.add_done_callback(give_back)
-            try:
-                return await asyncio.wrap_future(work)
-            except Exception as e:
-                raise FunctionError(name, "function_error", f"{type(e).__name__}: {e}") from e
-
         try:
-            answer = await asyncio.wait_for(call(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                queue = self._free.get(name) or await self._queue(name)
+                handler = await queue.get()
+                context = LambdaContext(function_name=name, deadline=deadline)
+                # a JSON round trip: the handler sees what Lambda would hand it, never our objects
+                answer = await self._run(queue, handler, json.loads(json.dumps(payload)), context)
         except TimeoutError:
             raise FunctionError(name, "timeout", f"no answer within {timeout_s:.3f} s") from None
+        except FunctionError:
+            raise
+        except Exception as e:
+            raise FunctionError(name, "function_error", f"{type(e).__name__}: {e}") from e
         return check_answer(name, json.loads(json.dumps(answer)))
+
+    def _run(
+        self,
+        queue: asyncio.Queue[Handler],
+        handler: Handler,
+        event: dict[str, Any],
+        context: LambdaContext,
+    ) -> asyncio.Future[Any]:
+        """The handler in the pool; its container goes back to `queue` only once it is really
+        done (a timed-out call keeps it until it returns), and the answer and the container
+        come back to the loop in one wake-up. Cancelling the result cancels the call if it
+        has not started."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        work = self._pool.submit(handler, event, context)
+
+        def back() -> None:  # on the loop
+            queue.put_nowait(handler)
+            if done.done():  # timed out meanwhile
+                return
+            if work.cancelled():
+                done.cancel()
+            elif (error := work.exception()) is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(work.result())
+
+        def finished(_: Future[Any]) -> None:  # in the worker thread (or here, if cancelled)
+            try:
+                loop.call_soon_threadsafe(back)
+            except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
+                pass
+
+        work.add_done_callback(finished)
+        done.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
+        return done
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

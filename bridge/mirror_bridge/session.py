@@ -96,6 +96,7 @@ logger = logging.getLogger(__name__)
 
 AGENT = "agent"
 MIRROR = "mirror"
+_SENT = {AGENT: "agent_frames_sent", MIRROR: "mirror_frames_sent"}
 TURN_FIELDS = ("customer_text", "agent_text", "tool_calls", "tool_results", "history")
 DEFAULT_FALLBACK_NOTE = (
     "Your last reply was stopped before the caller heard all of it. Re-check what the caller "
@@ -115,6 +116,9 @@ class CallContextLike(Protocol):
 class SessionIO:
     send_plivo: Callable[[dict[str, Any]], Awaitable[None]]
     send_agent: Callable[[dict[str, Any]], Awaitable[None]]
+    offer_plivo: Callable[[dict[str, Any]], bool] | None = None
+    """Queue without waiting; False when it would have to wait (see relay.SessionIO)."""
+    offer_agent: Callable[[dict[str, Any]], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,9 @@ class CallSession:
         self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._sending = False
+        """The write loop is awaiting `send_plivo` (a message is between the outbox and the
+        relay): nothing may be offered past it."""
         self._plivo_gone = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._agent_lock = asyncio.Lock()
@@ -251,6 +258,17 @@ class CallSession:
     async def on_plivo_event(self, event: Any) -> None:
         raw = as_dict(event)
         kind = raw.get("event")
+        if kind == "media":  # fifty a second: first, and forwarded as it came
+            self.counts["caller_frames"] += 1
+            if self._silence_task is not None:
+                now = self.clock()
+                # While audio plays to the caller, silence counts from its end (which only
+                # moves later, or to a later clear), so a loud frame now would not move it.
+                if self.playout.end < now and self._caller_loud(raw):
+                    self._caller_heard_at = now
+            if not self.closed:
+                await self._send_agent(raw)
+            return
         forward = True
         if kind in ("playedStream", "played"):
             name = raw.get("name")
@@ -272,10 +290,6 @@ class CallSession:
         elif kind == "stop":
             await self.close("stop")
             return
-        elif kind == "media":
-            self.counts["caller_frames"] += 1
-            if self._silence_task is not None and self._caller_loud(raw):
-                self._caller_heard_at = self.clock()
         elif kind == "dtmf":
             self.counts["dtmf"] += 1
             self._caller_heard_at = self.clock()
@@ -364,7 +378,7 @@ class CallSession:
             return
         loop = asyncio.get_running_loop()
         turn.timer = loop.call_later(self.config.hold_budget_s, self._budget_expired, turn)
-        self._spawn(self._score(turn))
+        self._spawn(self._score(turn), eager=True)  # ScoreTurn is called before this returns
 
     def _budget_expired(self, turn: _Turn) -> None:
         if turn.state == "scoring":
@@ -440,6 +454,19 @@ class CallSession:
             payload = (msg.get("media") or {}).get("payload") or ""
             rate = bytes_per_second(self.encoding, self.sample_rate)
             self.playout.add(b64_decoded_len(payload) / rate)
+        offer = self.io.offer_plivo
+        if offer is not None and not (self._outbox or self._sending or self.closed):
+            # nothing ahead of it here: straight to the relay's queue, no task hop
+            try:
+                handed = offer(msg)
+            except Exception as e:  # as the write loop treats a failed send
+                self._plivo_gone = True
+                self.counts["plivo_frames_lost"] += 1
+                logger.info("Plivo socket unusable", extra={"error": repr(e)})
+                return
+            if handed:
+                self._sent(origin, kind)
+                return
         self._outbox.append((origin, msg))
         if self._writer is None:
             self._wake = asyncio.Event()
@@ -452,21 +479,27 @@ class CallSession:
         while True:
             while self._outbox:
                 origin, msg = self._outbox.popleft()
+                self._sending = True
                 try:
                     await self.io.send_plivo(msg)
-                    self.counts[f"{origin}_frames_sent"] += 1
-                    if msg.get("event") == "clearAudio":
-                        self._clears_on_wire.append(origin)
+                    self._sent(origin, msg.get("event"))
                 except Exception as e:  # socket gone: the relay will close us
                     self._plivo_gone = True
                     self.counts["plivo_frames_lost"] += 1 + len(self._outbox)
                     self._outbox.clear()
                     logger.info("Plivo socket unusable", extra={"error": repr(e)})
                     return
+                finally:
+                    self._sending = False
             if self.closed:
                 return
             self._wake.clear()
             await self._wake.wait()
+
+    def _sent(self, origin: str, kind: Any) -> None:
+        self.counts[_SENT[origin]] += 1
+        if kind == "clearAudio":
+            self._clears_on_wire.append(origin)
 
     def _purge_agent_frames(self) -> int:
         kept = deque(item for item in self._outbox if item[0] != AGENT)
@@ -475,6 +508,15 @@ class CallSession:
         return dropped
 
     async def _send_agent(self, message: dict[str, Any]) -> None:
+        offer = self.io.offer_agent
+        if offer is not None and not self._agent_lock.locked():  # nobody waiting ahead of it
+            try:
+                if offer(message):
+                    return
+            except Exception as e:
+                self.counts["agent_messages_lost"] += 1
+                logger.info("agent socket unusable", extra={"error": repr(e)})
+                return
         async with self._agent_lock:
             try:
                 await self.io.send_agent(message)
@@ -702,8 +744,11 @@ class CallSession:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, eager: bool = False) -> asyncio.Task[Any]:
+        """A task of this session's (awaited at close). `eager`: it runs up to its first
+        suspension now, not on the loop's next turn."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.Task(coro, loop=loop, eager_start=True) if eager else loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -1,0 +1,513 @@
+"""The relay's hot path: frames forwarded as the text they came in as, the writers (sent at once
+when the socket is idle, queued in order behind a slow one, bounded), the session handing its
+messages to them without a task hop, the media fast parse, the silence check skipped while audio
+plays, ScoreTurn called before the annotation's dispatch returns, the in-process transport's one
+wake-up, and the start-up heap frozen once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from mirror_bridge import plivo_protocol as pp
+from mirror_bridge import relay as relay_module
+from mirror_bridge.relay import CallRelay, _Writer
+from mirror_bridge.session import SessionIO
+from mirror_bridge.settings import Settings
+from mirror_bridge.tenants import StaticTenants, TenantConfig
+from mirror_bridge.transport import FunctionError, InProcessTransport
+from starlette.websockets import WebSocketState
+
+from tests.bridge.conftest import run
+from tests.bridge.conftest_session import (
+    ALLOW,
+    INTERVENE,
+    STREAM_ID,
+    FakeTransport,
+    frame,
+    make_session,
+    start_event,
+    turn,
+    until,
+)
+
+PAYLOAD = base64.b64encode(bytes(range(160))).decode()
+# Plivo's and the agent's own spelling (spaces, key order): forwarded byte for byte
+PLIVO_MEDIA = (
+    '{ "sequenceNumber": 7, "event": "media", "streamId": "%s", "media": '
+    '{"track": "inbound", "timestamp": "1705312200000", "chunk": 3, "payload": "%s"} }'
+)
+AGENT_AUDIO = (
+    f'{{"media": {{"payload": "{PAYLOAD}", "sampleRate": 8000, "contentType": "audio/x-mulaw"}},'
+    '  "event": "playAudio"}'
+)
+
+
+# --- Frame and the media fast parse -----------------------------------------------------------
+
+
+def test_a_decoded_frame_keeps_its_text_until_it_is_changed() -> None:
+    text = PLIVO_MEDIA % ("s1", PAYLOAD)
+    raw = pp.decode_frame(text)
+    assert isinstance(raw, dict) and raw == json.loads(text)
+    assert pp.wire_text(raw) is text
+    for change in (
+        lambda f: f.__setitem__("x", 1),
+        lambda f: f.pop("chunk", None),
+        lambda f: f.update(x=1),
+        lambda f: f.setdefault("x", 1),
+        lambda f: f.__delitem__("event"),
+        lambda f: f.clear(),
+        lambda f: f.popitem(),
+    ):
+        changed = pp.decode_frame(text)
+        change(changed)
+        assert changed.text is None
+        assert json.loads(pp.wire_text(changed)) == dict(changed)
+    kept = pp.decode_frame(text)
+    kept.setdefault("event", "other")  # present: nothing changes
+    assert pp.wire_text(kept) is text
+    assert pp.wire_text({"event": "clearAudio", "streamId": "s"}) == (
+        '{"event":"clearAudio","streamId":"s"}'
+    )
+    assert pp.decode_frame(text.encode()).text is None  # bytes: no text to keep
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        {"track": "inbound", "timestamp": "17", "chunk": 3, "payload": PAYLOAD},
+        {"payload": PAYLOAD},
+        {"timestamp": 1705312200000, "chunk": "3", "payload": PAYLOAD},  # the general path
+        {"chunk": True, "payload": PAYLOAD},  # a bool is no chunk number
+    ],
+)
+def test_media_fast_parse_gives_what_the_general_parse_gives(media: dict[str, Any]) -> None:
+    raw = {"event": "media", "sequenceNumber": 4, "streamId": "s", "media": media}
+    event = pp.parse_event(raw)
+    assert isinstance(event, pp.MediaEvent) and event.raw is raw
+    chunk = media.get("chunk")
+    timestamp = media.get("timestamp")
+    assert (event.stream_id, event.sequence_number, event.payload) == ("s", 4, PAYLOAD)
+    assert event.track == media.get("track")
+    assert event.timestamp == (None if timestamp is None else str(timestamp))
+    assert event.chunk == (None if chunk is None or chunk is True else int(chunk))
+    for bad in ({"payload": 5}, "x", None):
+        with pytest.raises(pp.PlivoProtocolError):
+            pp.parse_event({"event": "media", "media": bad})
+
+
+def test_outbound_base64_check_is_unchanged_for_odd_payloads() -> None:
+    def ok(payload: str) -> bool:
+        try:
+            pp.check_outbound({"event": "playAudio", "media": {"payload": payload}})
+        except pp.PlivoProtocolError:
+            return False
+        return True
+
+    def old_rule(payload: str) -> bool:
+        try:
+            base64.b64decode(payload, validate=True)
+        except ValueError:  # binascii.Error included
+            return False
+        return True
+
+    odd = [PAYLOAD, "", "////", "=", "==", "a===", "ab=c", "abc", "ab==", "abc=", "ab cd", "é"]
+    odd += ["A" * n + "=" * p for n in range(6) for p in range(4)]
+    assert [ok(p) for p in odd] == [old_rule(p) for p in odd]
+    assert ok(PAYLOAD) and not ok("ab=c")
+
+
+# --- the writers ------------------------------------------------------------------------------
+
+
+class Socket:
+    """A send that takes each message at once, or waits while `gate` is clear."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.sent: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail_at = fail_at
+        self.on_send: Any = None
+
+    async def send(self, text: str) -> None:
+        if not self.gate.is_set():
+            await self.gate.wait()
+        if self.fail_at is not None and len(self.sent) == self.fail_at:
+            raise ConnectionError("gone")
+        self.sent.append(text)
+        if self.on_send is not None:
+            self.on_send(text)
+
+
+def msg(n: int) -> dict[str, Any]:
+    return {"event": "n", "n": n}
+
+
+def numbers(sock: Socket) -> list[int]:
+    return [json.loads(t)["n"] for t in sock.sent]
+
+
+def test_writer_sends_at_once_to_an_idle_socket() -> None:
+    async def scenario() -> None:
+        sock = Socket()
+        writer = _Writer("agent", sock.send, size=4)
+        assert writer.offer(msg(1))
+        assert numbers(sock) == [1]  # on the wire before offer returned: no task, no loop turn
+        await writer.put(msg(2))
+        assert numbers(sock) == [1, 2] and writer.sent == 2 and writer._task is None
+        raw = pp.decode_frame(AGENT_AUDIO)
+        assert writer.offer(raw) and sock.sent[-1] is AGENT_AUDIO  # as it came
+        await writer.finish(1.0)
+
+    run(scenario())
+
+
+def test_writer_queues_in_order_behind_a_slow_socket_and_bounds_the_queue() -> None:
+    async def scenario() -> None:
+        sock = Socket()
+        sock.gate.clear()  # the peer stops reading
+        writer = _Writer("plivo", sock.send, size=3)
+        assert writer.offer(msg(0))  # under way, waiting on the socket
+        assert all(writer.offer(msg(n)) for n in (1, 2, 3))  # queued: 3 = size
+        assert not writer.offer(msg(99))  # full: nothing queued
+        waiting = [asyncio.create_task(writer.put(msg(n))) for n in (4, 5)]
+        await asyncio.sleep(0.01)
+        assert not any(t.done() for t in waiting)  # back-pressure
+        assert not writer.offer(msg(98))  # a put is waiting: no overtaking it
+        sock.gate.set()
+        await asyncio.gather(*waiting)
+        await until(lambda: writer._task is None)
+        assert numbers(sock) == [0, 1, 2, 3, 4, 5]
+        await writer.finish(1.0)
+
+    run(scenario())
+
+
+def test_a_cancelled_put_passes_its_room_on() -> None:
+    async def scenario() -> None:
+        sock = Socket()
+        sock.gate.clear()
+        writer = _Writer("plivo", sock.send, size=1)
+        writer.offer(msg(0))
+        writer.offer(msg(1))
+        first = asyncio.create_task(writer.put(msg(2)))
+        second = asyncio.create_task(writer.put(msg(3)))
+        await asyncio.sleep(0.01)
+        # 1 leaves the queue and `first` is given its room; it is cancelled before it runs
+        sock.on_send = lambda text: first.cancel() if json.loads(text)["n"] == 1 else None
+        sock.gate.set()
+        await second
+        await until(lambda: writer._task is None)
+        assert first.cancelled()
+        assert numbers(sock) == [0, 1, 3] and writer._admitted == 0 and not writer._room
+        # and a put cancelled while it still waits for room just leaves the line
+        sock.gate.clear()
+        writer.offer(msg(4))
+        writer.offer(msg(5))
+        gone = asyncio.create_task(writer.put(msg(6)))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert not writer._room
+        sock.gate.set()
+        await until(lambda: writer._task is None)
+        assert numbers(sock) == [0, 1, 3, 4, 5]
+
+    run(scenario())
+
+
+def test_writer_gives_up_when_the_socket_fails_and_releases_waiting_puts() -> None:
+    async def scenario() -> None:
+        sock = Socket(fail_at=1)
+        sock.gate.clear()
+        writer = _Writer("agent", sock.send, size=1)
+        writer.offer(msg(0))
+        writer.offer(msg(1))
+        waiting = asyncio.create_task(writer.put(msg(2)))
+        await asyncio.sleep(0.01)
+        sock.gate.set()
+        await asyncio.wait_for(waiting, 1.0)
+        assert writer.dead and numbers(sock) == [0]
+        assert writer.offer(msg(3))  # dropped, never waits
+        await writer.put(msg(4))
+        assert numbers(sock) == [0]
+
+    run(scenario())
+
+
+def test_finish_sends_the_backlog_or_gives_up_on_a_stalled_peer() -> None:
+    async def scenario() -> None:
+        sock = Socket()
+        sock.gate.clear()
+        writer = _Writer("plivo", sock.send, size=8)
+        for n in range(3):
+            writer.offer(msg(n))
+        finishing = asyncio.create_task(writer.finish(1.0))
+        await asyncio.sleep(0.01)
+        assert writer.offer(msg(9))  # closing: dropped
+        sock.gate.set()
+        await finishing
+        assert numbers(sock) == [0, 1, 2]
+
+        stalled = Socket()
+        stalled.gate.clear()
+        writer = _Writer("agent", stalled.send, size=8)
+        writer.offer(msg(0))
+        writer.offer(msg(1))
+        started = time.monotonic()
+        await writer.finish(0.05)
+        assert time.monotonic() - started < 0.5 and writer.dead and stalled.sent == []
+
+    run(scenario())
+
+
+# --- the relay, sockets faked -----------------------------------------------------------------
+
+
+class FakePlivo:
+    """The app's side of Plivo's socket, as CallRelay uses it."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: list[str] = []
+        self.application_state = WebSocketState.CONNECTED
+
+    def text(self, text: str) -> None:
+        self.inbox.put_nowait({"type": "websocket.receive", "text": text})
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.inbox.get()
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int = 1000) -> None:
+        self.application_state = WebSocketState.DISCONNECTED
+
+
+class FakeAgent:
+    """The agent connection (websockets' ClientConnection, as CallRelay uses it)."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[str] = []
+
+    def __aiter__(self) -> FakeAgent:
+        return self
+
+    async def __anext__(self) -> str:
+        text = await self.inbox.get()
+        if text is None:
+            raise StopAsyncIteration
+        return text
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self) -> None:
+        self.inbox.put_nowait(None)
+
+
+def test_the_relay_forwards_both_ways_byte_for_byte() -> None:
+    async def scenario() -> None:
+        transport = FakeTransport({"score_turn": [(0.0, ALLOW)]})
+        sessions: list[Any] = []
+
+        def factory(ctx: Any, io: Any) -> Any:
+            session, _, _ = make_session(transport)
+            session.io = io  # the relay's writers, offers included
+            sessions.append(session)
+            return session
+
+        plivo, agent = FakePlivo(), FakeAgent()
+
+        async def connect(url: str, headers: dict[str, str]) -> Any:
+            return agent
+
+        settings = Settings(auth_token="t", public_base_url="http://b", max_call_s=0)
+        tenants = StaticTenants({"1": TenantConfig(tenant_id="acme", agent_url="ws://agent")})
+        relay = CallRelay(plivo, settings, tenants, factory, connect)  # type: ignore[arg-type]
+        start = {**start_event(), "extra_headers": "mirrorNumber=1"}
+        plivo.text(json.dumps(start))
+        task = asyncio.create_task(relay.run())
+        media = [PLIVO_MEDIA % (STREAM_ID, PAYLOAD.replace("A", c)) for c in "BCD"]
+        for text in media:
+            plivo.text(text)
+        agent.inbox.put_nowait(AGENT_AUDIO)
+        agent.inbox.put_nowait(json.dumps({"event": "checkpoint", "name": "a", "streamId": "s"}))
+        await until(lambda: len(agent.sent) == 4 and len(plivo.sent) == 2)
+        assert agent.sent[1:] == media  # caller media: the very texts Plivo sent
+        assert plivo.sent[0] == AGENT_AUDIO  # the agent's audio: the very text it sent
+        assert json.loads(plivo.sent[1])["name"] == "a"
+        agent.inbox.put_nowait(json.dumps(turn("t1")))  # the session answers: its own JSON
+        await until(lambda: any('"mirror.verdict"' in t for t in agent.sent))
+        plivo.text(json.dumps({"event": "stop", "streamId": STREAM_ID}))
+        await asyncio.wait_for(task, 5)
+        assert relay.end_reason == "stop" and sessions[0].closed
+
+    run(scenario())
+
+
+# --- the session's hand-over ------------------------------------------------------------------
+
+
+class OfferingWire:
+    """Recording sockets with the relay's offers: `room` messages fit, then offers say no
+    until `send_plivo` (the awaited path) is used."""
+
+    def __init__(self, room: int) -> None:
+        self.plivo: list[dict[str, Any]] = []
+        self.agent: list[dict[str, Any]] = []
+        self.room = room
+        self.offered = 0
+        self.gate = asyncio.Event()
+
+    def offer_plivo(self, message: dict[str, Any]) -> bool:
+        if self.room <= 0:
+            return False
+        self.room -= 1
+        self.offered += 1
+        self.plivo.append(message)
+        return True
+
+    async def send_plivo(self, message: dict[str, Any]) -> None:
+        await self.gate.wait()
+        self.plivo.append(message)
+
+    def offer_agent(self, message: dict[str, Any]) -> bool:
+        self.agent.append(message)
+        return True
+
+    async def send_agent(self, message: dict[str, Any]) -> None:
+        self.agent.append(message)
+
+    def io(self) -> SessionIO:
+        return SessionIO(self.send_plivo, self.send_agent, self.offer_plivo, self.offer_agent)
+
+
+def test_session_hands_audio_over_at_once_and_never_reorders_when_the_queue_is_full() -> None:
+    async def scenario() -> None:
+        session, _, _ = make_session(FakeTransport())
+        wire = OfferingWire(room=2)
+        session.io = wire.io()
+        await session.on_start(start_event())
+        for n in range(2):
+            await session.on_agent_audio(frame(n))
+        assert wire.offered == 2 and session._writer is None  # no write loop, no task hop
+        for n in range(2, 5):  # full: the outbox and its write loop, which waits
+            await session.on_agent_audio(frame(n))
+        wire.room = 10  # room again, but frames 2-4 are still ahead: no offer may pass them
+        await session.on_agent_audio(frame(5))
+        assert wire.offered == 2
+        wire.gate.set()
+        await until(lambda: len(wire.plivo) == 6)
+        assert [m["media"]["payload"] for m in wire.plivo] == [
+            frame(n)["media"]["payload"] for n in range(6)
+        ]
+        await session.on_agent_audio(frame(6))  # outbox drained: offered again
+        assert wire.offered == 3 and session.counts["agent_frames_sent"] == 7
+        await session.close("stop")
+
+    run(scenario())
+
+
+def test_clear_audio_on_intervene_is_handed_over_before_the_verdict_returns() -> None:
+    async def scenario() -> None:
+        transport = FakeTransport({"score_turn": [(0.0, INTERVENE)]})
+        session, _, _ = make_session(transport)
+        wire = OfferingWire(room=100)
+        session.io = wire.io()
+        await session.on_start(start_event())
+        await session.on_mirror_message(turn("t1"))
+        assert transport.named("score_turn")  # called before the dispatch returned
+        await until(lambda: any(m["event"] == "clearAudio" for m in wire.plivo))
+        assert [m["event"] for m in wire.plivo][0] == "clearAudio"
+        assert session._clears_on_wire[0] == "mirror"
+        await session.close("stop")
+
+    run(scenario())
+
+
+def test_silence_check_is_skipped_only_while_audio_plays_to_the_caller() -> None:
+    async def scenario() -> None:
+        session, _, _ = make_session(FakeTransport(), caller_silence_s=5.0)
+        checked: list[float] = []
+        loud = session._caller_loud
+
+        def counting(raw: dict[str, Any]) -> bool:
+            checked.append(time.monotonic())
+            return loud(raw)
+
+        session._caller_loud = counting  # type: ignore[method-assign]
+        await session.on_start(start_event())
+        caller = {"event": "media", "media": {"payload": base64.b64encode(b"\x00" * 160).decode()}}
+        before = time.monotonic()
+        await session.on_plivo_event(dict(caller))  # loud, nothing playing: heard now
+        assert len(checked) == 1 and session._caller_heard_at >= before
+        await session.on_agent_audio(frame(1))  # 3 bytes: plays for ~0.4 ms
+        session.playout.end = time.monotonic() + 0.05  # audio queued at Plivo for 50 ms
+        heard = session._caller_heard_at
+        await session.on_plivo_event(dict(caller))
+        assert len(checked) == 1 and session._caller_heard_at == heard  # silence counts from
+        assert max(session._caller_heard_at, session.playout.end) == session.playout.end  # end
+        await asyncio.sleep(0.06)
+        await session.on_plivo_event(dict(caller))  # played out: the caller is heard again
+        assert len(checked) == 2 and session._caller_heard_at > session.playout.end
+        await session.close("stop")
+
+    run(scenario())
+
+
+# --- the in-process transport -----------------------------------------------------------------
+
+
+def test_in_process_transport_errors_and_a_call_cancelled_before_it_started() -> None:
+    ran: list[int] = []
+    release = threading.Event()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        ran.append(event["n"])
+        if event["n"] == 0:
+            release.wait(2)
+        if event["n"] == 2:
+            raise ValueError("boom")
+        return {"n": event["n"]}
+
+    transport = InProcessTransport({"score_turn": handler}, containers=1, max_workers=1)
+
+    async def scenario() -> None:
+        busy = asyncio.create_task(transport.invoke("score_turn", {"n": 0}, 2.0))
+        await asyncio.sleep(0.02)
+        with pytest.raises(FunctionError) as timed_out:  # waits for the container, times out
+            await transport.invoke("score_turn", {"n": 1}, 0.05)
+        assert timed_out.value.kind == "timeout"
+        release.set()
+        assert await busy == {"n": 0}
+        with pytest.raises(FunctionError) as failed:
+            await transport.invoke("score_turn", {"n": 2}, 2.0)
+        assert failed.value.kind == "function_error" and "boom" in failed.value.detail
+        assert await transport.invoke("score_turn", {"n": 3}, 2.0) == {"n": 3}
+        assert ran == [0, 2, 3]  # the timed-out call never ran; the container came back
+
+    run(scenario())
+    transport.shutdown()
+
+
+# --- the start-up heap ------------------------------------------------------------------------
+
+
+def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen: list[bool] = []
+    monkeypatch.setattr(relay_module, "_heap_frozen", False)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    assert relay_module.freeze_startup_heap() is True
+    assert relay_module.freeze_startup_heap() is False
+    assert frozen == [True]

@@ -7,7 +7,10 @@ load: N Plivo peers (the client side of Plivo's bidirectional stream, V3-signed 
 `playedStream` for every checkpoint once the queued audio has "played") and an echo agent (the
 WebSocket server the bridge dials per call; it plays every caller frame straight back as
 `playAudio`). Every frame carries its index in its audio bytes, so each one is matched on the
-far side.
+far side. The load shares the machine with the bridge, so it is kept cheap: plain asyncio
+transports with websockets' sans-I/O protocol, every frame handled in `data_received` as it is
+parsed, each caller frame sent from a timer callback at its slot, frames pre-encoded, uvloop when
+installed, and its heap frozen before the calls start (its own collections would stall frames).
 
 Figures (one JSON line with --json):
 - `relay_p50_ms` / `relay_p99_ms`: a frame sent by one side to its arrival at the other through
@@ -24,11 +27,18 @@ Figures (one JSON line with --json):
 - `verdict_ms`: the turn annotation arriving in the session to ScoreTurn's verdict (p50), with
   the local transport: the real ScoreTurn and GenerateCorrection handlers run in-process
   (`InProcessTransport`) with their state in the core's `InMemoryStateStore` (not moto: a moto
-  round trip alone costs ~15 ms; `make demo` shows the moto path).
+  round trip alone costs ~15 ms; `make demo` shows the moto path). The handler runs on the
+  transport's thread pool as `make demo` runs it; `verdict_handler_ms` is its own time in that
+  thread (p50), the rest is the hop there and back and the loop's turn.
+- Context for all of them: `bridge_cpu_s` and `bridge_cpu_us_per_frame` (the bridge process's
+  CPU from its first call; one event loop can give one core), `load_cpu_us_per_frame`,
+  `bridge_gc_max_ms` (the longest garbage collection in the bridge once calls run),
+  `loadavg_1m_before` (other work on the machine skews every figure), both event loops.
 
     python benchmarks/bridge.py --json                       # 200 calls, 10 s
     python benchmarks/bridge.py --calls 50 --seconds 5
     python benchmarks/bridge.py --json --profile /tmp/bridge.prof   # cProfile of the bridge
+    python benchmarks/bridge.py --json --loop asyncio         # the bridge without uvloop
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -52,6 +63,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE_DIR = REPO / "bridge"
@@ -96,7 +114,7 @@ def ms(value: float | None) -> float | None:
 # --- the bridge (subprocess) ----------------------------------------------------------------
 
 
-def serve(port: int, agent_url: str, profile: str | None, ws: str) -> None:
+def serve(port: int, agent_url: str, profile: str | None, ws: str, loop: str) -> None:
     """The bridge as `mirror_bridge.wiring` builds it (`BRIDGE_MODE=local`: in-process
     functions, offline speech) on 127.0.0.1:port, plus GET /bench/stats and POST /bench/stop."""
     sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]
@@ -116,6 +134,33 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str) -> None:
     from mirror.state import InMemoryStateStore
 
     logging.basicConfig(level=logging.ERROR)
+    stamps: dict[str, dict[str, Any]] = {}
+    cpu: dict[str, float] = {}
+
+    def timed(handler: Any) -> Any:
+        """ScoreTurn's own time, in the worker thread that runs it."""
+
+        def run(event: dict[str, Any], context: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return handler(event, context)
+            finally:
+                entry = stamps.setdefault(str(event.get("call_id")), {})
+                entry["handler_s"] = time.perf_counter() - start
+
+        return run
+
+    gc_pauses: list[float] = []
+    gc_started: list[float] = []
+
+    def gc_timer(phase: str, info: dict[str, Any]) -> None:
+        """Each collection's pause once calls run: a full one stalls every call's audio."""
+        if phase == "start":
+            gc_started[:] = [time.perf_counter()]
+        elif gc_started and cpu:
+            gc_pauses.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(gc_timer)
     store = InMemoryStateStore()
     # The real handlers, two "containers" each, their services on the in-memory store (their
     # own `service()` would build a DynamoDB client).
@@ -123,13 +168,11 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str) -> None:
     for _ in range(2):
         score = load_handler_module("score_turn")
         score._service = ScoreTurnService(store)
-        handlers["score_turn"].append(score.lambda_handler)
+        handlers["score_turn"].append(timed(score.lambda_handler))
         correction = load_handler_module("generate_correction")
         correction._service = CorrectionService(store)
         handlers["generate_correction"].append(correction.lambda_handler)
     base = InProcessTransport(handlers, containers=2)
-    stamps: dict[str, dict[str, Any]] = {}
-    cpu: dict[str, float] = {}
 
     class StampedTransport:
         """ScoreTurn's answer time, stamped the moment it is back on the bridge's loop."""
@@ -185,7 +228,15 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str) -> None:
     @app.get("/bench/stats")
     async def stats() -> dict[str, Any]:
         used = time.process_time() - cpu.get("first_call", time.process_time())
-        return {"stamps": stamps, "call_ended": len(sink.events), "bridge_cpu_s": round(used, 2)}
+        loop = type(asyncio.get_running_loop())
+        return {
+            "stamps": stamps,
+            "call_ended": len(sink.events),
+            "bridge_cpu_s": round(used, 2),
+            "gc_max_s": max(gc_pauses, default=0.0),
+            "gc_frozen": gc.get_freeze_count(),
+            "loop": f"{loop.__module__}.{loop.__qualname__}",
+        }
 
     @app.post("/bench/stop")
     async def stop() -> dict[str, bool]:
@@ -199,6 +250,7 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str) -> None:
             port=port,
             log_level="error",
             ws=ws,  # type: ignore[arg-type]
+            loop=loop,  # type: ignore[arg-type]
             ws_ping_interval=None,
             access_log=False,
         )
@@ -243,189 +295,314 @@ def frame_index(payload_b64: str) -> int:
     return int(struct.unpack(">I", base64.b64decode(payload_b64[:8])[:4])[0])
 
 
-class EchoAgent:
-    """The agent side: per call, echo caller audio as playAudio. On a mistake call it annotates
-    the mistaken turn after caller frame `mistake_at` (later echoes are the bridge's to drop)."""
+class _Socket(asyncio.Protocol):
+    """One WebSocket on a plain asyncio transport, with websockets' sans-I/O protocol for the
+    handshake and the framing: every frame is handled in `data_received` as it is parsed (no
+    task wake-up, no message queue per frame), so the load costs little beside the bridge."""
+
+    def __init__(self, protocol: ClientProtocol | ServerProtocol) -> None:
+        self.protocol = protocol
+        self.transport: asyncio.Transport | None = None
+        self.open = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        protocol = self.protocol
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT:
+                    self.on_text(event.data.decode(), now)
+            elif isinstance(event, Request):
+                assert isinstance(protocol, ServerProtocol)
+                protocol.send_response(protocol.accept(event))
+                self._opened()
+            elif isinstance(event, Response):
+                if protocol.handshake_exc is not None:
+                    self._fail(protocol.handshake_exc)
+                else:
+                    self._opened()
+        self.flush()  # pongs, the close handshake
+        if protocol.close_expected() and self.transport is not None:
+            self.transport.close()
+
+    def _opened(self) -> None:
+        if not self.open.done():
+            self.open.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.open.done():
+            self.open.set_exception(exc)
+
+    def flush(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            data = self.protocol.data_to_send()
+            if data:
+                self.transport.write(b"".join(data))
+
+    def send(self, text: str) -> None:
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_text(text.encode())
+            self.flush()
+
+    def close(self) -> None:
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(1000)
+            self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()
+        self._fail(ConnectionError("closed before the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.on_closed()
+
+    def on_text(self, text: str, now: float) -> None:
+        raise NotImplementedError
+
+    def on_closed(self) -> None:
+        return None
+
+
+MEDIA_PREFIX = '{"event":"media"'
+PAYLOAD_KEY = '"payload":"'
+ECHO_HEAD = (
+    '{"event":"playAudio","media":{"contentType":"audio/x-mulaw","sampleRate":8000,"payload":"'
+)
+ECHO_TAIL = '"}}'
+
+
+def _payload(text: str) -> str | None:
+    """The media payload of a frame shaped as the load sends them, found without parsing it."""
+    start = text.find(PAYLOAD_KEY)
+    if start < 0:
+        return None
+    start += len(PAYLOAD_KEY)
+    end = text.find('"', start)
+    return text[start:end] if end > 0 else None
+
+
+class EchoAgentSocket(_Socket):
+    """The agent side of one call: echo each caller frame at once as playAudio; on a mistake
+    call, annotate the mistaken turn after caller frame `mistake_at` (the echoes after it are
+    the bridge's to drop). Caller frames are recognised by the text the peer sent them with
+    (the bridge forwards them unchanged); anything else is parsed."""
 
     def __init__(self, calls: dict[str, CallStats]) -> None:
+        super().__init__(ServerProtocol(max_size=2**20))
         self.calls = calls
-        self.server: Any = None
+        self.stats: CallStats | None = None
         self.verdicts = 0
 
-    async def start(self) -> str:
-        from websockets.asyncio.server import serve
-
-        self.server = await serve(self._handle, "127.0.0.1", 0, compression=None, max_queue=None)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}/agent"
-
-    async def _handle(self, conn: Any) -> None:
-        stats: CallStats | None = None
-        try:
-            async for text in conn:
-                now = time.monotonic()
-                msg = json.loads(text)
-                event = msg.get("event")
-                if event == "media":
-                    assert stats is not None
-                    payload = msg["media"]["payload"]
-                    n = frame_index(payload)
-                    stats.in_arrived[n] = now
-                    reply = (
-                        '{"event":"playAudio","media":{"contentType":"audio/x-mulaw",'
-                        f'"sampleRate":8000,"payload":"{payload}"}}}}'
-                    )
-                    stats.out_sent[n] = time.monotonic()
-                    await conn.send(reply)
-                    if stats.mistake_at is not None and n == stats.mistake_at:
-                        stats.annotated_at = time.monotonic()
-                        await conn.send(
-                            json.dumps(
-                                {
-                                    "event": "mirror.turn",
-                                    "turn_id": "t1",
-                                    "customer_text": MISTAKE_CUSTOMER,
-                                    "agent_text": MISTAKE_AGENT,
-                                }
-                            )
-                        )
-                elif event == "start":
-                    stats = self.calls[msg["start"]["callId"]]
-                elif event == "mirror.verdict":
-                    self.verdicts += 1
-        except Exception as e:  # the bridge closed the socket: the call is over
-            if stats is not None and not isinstance(e, (ConnectionError, asyncio.CancelledError)):
-                with contextlib.suppress(Exception):
-                    from websockets.exceptions import ConnectionClosed
-
-                    if not isinstance(e, ConnectionClosed):
-                        stats.errors.append(f"agent: {e!r}")
+    def on_text(self, text: str, now: float) -> None:
+        stats = self.stats
+        payload = _payload(text) if text.startswith(MEDIA_PREFIX) else None
+        if payload is None:
+            msg = json.loads(text)
+            event = msg.get("event")
+            if event == "start":
+                self.stats = self.calls[msg["start"]["callId"]]
+            elif event == "mirror.verdict":
+                self.verdicts += 1
+            elif event == "media" and stats is not None:
+                stats.errors.append("agent: a media frame not as the peer sent it")
+            return
+        assert stats is not None
+        n = frame_index(payload)
+        stats.in_arrived[n] = now
+        stats.out_sent[n] = time.monotonic()
+        self.send(ECHO_HEAD + payload + ECHO_TAIL)
+        if n == stats.mistake_at:
+            stats.annotated_at = time.monotonic()
+            self.send(
+                json.dumps(
+                    {
+                        "event": "mirror.turn",
+                        "turn_id": "t1",
+                        "customer_text": MISTAKE_CUSTOMER,
+                        "agent_text": MISTAKE_AGENT,
+                    }
+                )
+            )
 
 
-class Peer:
-    """One call on Plivo's side: paced media, playout model for checkpoints, clear handling."""
+class PeerSocket(_Socket):
+    """One call on Plivo's side: media on a fixed 20 ms schedule (each frame sent from a timer
+    callback at its slot), a playout model for checkpoints, clearAudio answered."""
 
     def __init__(self, url: str, stats: CallStats) -> None:
-        self.url = url
+        super().__init__(ClientProtocol(parse_uri(url), max_size=2**20))
         self.stats = stats
-        self.ws: Any = None
+        self.loop = asyncio.get_running_loop()
         self.play_end = 0.0
         self.acks: list[asyncio.TimerHandle] = []
         self.seq = 0
-
-    async def run(self, start_at: float) -> None:
-        from websockets.asyncio.client import connect
-
-        sys.path.insert(0, str(REPO))
-        from tests.bridge.plivo_peer import signed_headers
-
-        s = self.stats
-        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        http_url = self.url.replace("ws://", "http://", 1)
-        self.ws = await connect(
-            self.url,
-            additional_headers=signed_headers(AUTH_TOKEN, http_url),
-            compression=None,
-            open_timeout=30,
-            max_queue=None,
+        self.sent_all = self.loop.create_future()
+        self._head = (
+            '{"event":"media","sequenceNumber":%d,"streamId":"' + stats.stream_id + '",'
+            '"media":{"track":"inbound","timestamp":"%d","chunk":%d,"payload":"%s"},'
+            '"extra_headers":"mirrorNumber=' + NUMBER + '"}'
         )
-        reader = asyncio.create_task(self._reader())
-        try:
-            await self._send(
-                {
-                    "event": "start",
-                    "sequenceNumber": self._next(),
-                    "start": {
-                        "callId": s.call_id,
-                        "streamId": s.stream_id,
-                        "accountId": "MABENCHXXXXXXXXXXXXX",
-                        "tracks": ["inbound"],
-                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
-                    },
-                    "extra_headers": f"mirrorNumber={NUMBER}",
-                }
-            )
-            head = (
-                '{"event":"media","sequenceNumber":%d,"streamId":"' + s.stream_id + '",'
-                '"media":{"track":"inbound","timestamp":"%d","chunk":%d,"payload":"%s"},'
-                '"extra_headers":"mirrorNumber=' + NUMBER + '"}'
-            )
-            payloads = [base64.b64encode(frame_audio(n)).decode() for n in range(s.frames)]
-            s.t0 = time.monotonic() + 0.05
-            for n in range(s.frames):
-                delay = s.t0 + n * FRAME_S - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                text = head % (self._next(), int(time.time() * 1000), n + 1, payloads[n])
-                s.in_sent.append(time.monotonic())
-                await self.ws.send(text)
-            await asyncio.sleep(0.3)  # the last echoes
-            await self._send(
-                {"event": "stop", "sequenceNumber": self._next(), "streamId": s.stream_id}
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reader, 5.0)
-        finally:
-            reader.cancel()
-            await self.ws.close()
+        self._payloads = [base64.b64encode(frame_audio(n)).decode() for n in range(stats.frames)]
 
     def _next(self) -> int:
         self.seq += 1
         return self.seq
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(message))
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send(json.dumps(message))
 
-    async def _reader(self) -> None:
+    def start(self) -> None:
         s = self.stats
-        async for text in self.ws:
-            now = time.monotonic()
+        self.send_json(
+            {
+                "event": "start",
+                "sequenceNumber": self._next(),
+                "start": {
+                    "callId": s.call_id,
+                    "streamId": s.stream_id,
+                    "accountId": "MABENCHXXXXXXXXXXXXX",
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                },
+                "extra_headers": f"mirrorNumber={NUMBER}",
+            }
+        )
+        s.t0 = time.monotonic() + 0.05
+        self.loop.call_at(self._at(0), self._media, 0)
+
+    def _at(self, n: int) -> float:
+        """Frame n's slot on the loop's clock (time.monotonic, as the loop's on Linux)."""
+        return self.loop.time() + (self.stats.t0 + n * FRAME_S - time.monotonic())
+
+    def _media(self, n: int) -> None:
+        s = self.stats
+        if self.protocol.state is not State.OPEN:
+            if not self.sent_all.done():
+                self.sent_all.set_result(None)
+            return
+        text = self._head % (self._next(), int(time.time() * 1000), n + 1, self._payloads[n])
+        s.in_sent.append(time.monotonic())
+        self.send(text)
+        if n + 1 < s.frames:
+            self.loop.call_at(self._at(n + 1), self._media, n + 1)
+        elif not self.sent_all.done():
+            self.sent_all.set_result(None)
+
+    def on_text(self, text: str, now: float) -> None:
+        s = self.stats
+        if text.startswith(ECHO_HEAD) and text.endswith(ECHO_TAIL):
+            payload = text[len(ECHO_HEAD) : -len(ECHO_TAIL)]
+            event = "playAudio"
+            msg: dict[str, Any] = {}
+        else:
             msg = json.loads(text)
             event = msg.get("event")
-            if event == "playAudio":
-                payload = msg["media"]["payload"]
-                size = len(payload) * 3 // 4 - payload[-2:].count("=")
-                self.play_end = max(now, self.play_end) + size / 8000
-                if size == FRAME_BYTES:  # an echoed caller frame (Mirror's speech is longer)
-                    s.out_arrived.setdefault(frame_index(payload), now)
-            elif event == "checkpoint":
-                loop = asyncio.get_running_loop()
-                name = msg.get("name")
-                self.acks.append(
-                    loop.call_at(
-                        max(loop.time(), loop.time() + self.play_end - now),
-                        lambda n=name: asyncio.ensure_future(self._played(n)),
-                    )
-                )
-            elif event == "clearAudio":
-                if s.clear_at is None:
-                    s.clear_at = now
-                for handle in self.acks:
-                    handle.cancel()
-                self.acks.clear()
-                self.play_end = now
-                await self._send(
-                    {
-                        "sequenceNumber": self._next(),
-                        "event": "clearedAudio",
-                        "streamId": s.stream_id,
-                    }
-                )
-
-    async def _played(self, name: str) -> None:
-        with contextlib.suppress(Exception):
-            await self._send(
-                {
-                    "event": "playedStream",
-                    "sequenceNumber": self._next(),
-                    "streamId": self.stats.stream_id,
-                    "name": name,
-                }
+            payload = msg["media"]["payload"] if event == "playAudio" else ""
+        if event == "playAudio":
+            size = len(payload) * 3 // 4 - payload[-2:].count("=")
+            self.play_end = max(now, self.play_end) + size / 8000
+            if size == FRAME_BYTES:  # an echoed caller frame (Mirror's speech is longer)
+                s.out_arrived.setdefault(frame_index(payload), now)
+        elif event == "checkpoint":
+            name = msg.get("name")
+            delay = max(0.0, self.play_end - now)
+            self.acks.append(self.loop.call_later(delay, self._played, name))
+        elif event == "clearAudio":
+            if s.clear_at is None:
+                s.clear_at = now
+            for handle in self.acks:
+                handle.cancel()
+            self.acks.clear()
+            self.play_end = now
+            self.send_json(
+                {"sequenceNumber": self._next(), "event": "clearedAudio", "streamId": s.stream_id}
             )
+
+    def _played(self, name: str) -> None:
+        self.send_json(
+            {
+                "event": "playedStream",
+                "sequenceNumber": self._next(),
+                "streamId": self.stats.stream_id,
+                "name": name,
+            }
+        )
+
+    def on_closed(self) -> None:
+        for handle in self.acks:
+            handle.cancel()
+        if not self.sent_all.done():
+            self.sent_all.set_result(None)
+
+    async def run(self, url: str, start_at: float) -> None:
+        """Connect (V3-signed upgrade) at `start_at`, start, send every frame, stop after the
+        last echoes, and wait for the bridge to close the stream."""
+        sys.path.insert(0, str(REPO))
+        from tests.bridge.plivo_peer import signed_headers
+
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        uri = parse_uri(url)
+        await self.loop.create_connection(lambda: self, uri.host, uri.port)
+        request = self.protocol.connect()  # type: ignore[union-attr]
+        http_url = url.replace("ws://", "http://", 1)
+        for key, value in signed_headers(AUTH_TOKEN, http_url).items():
+            request.headers[key] = value
+        self.protocol.send_request(request)  # type: ignore[union-attr]
+        self.flush()
+        await asyncio.wait_for(self.open, 30)
+        try:
+            self.start()
+            await self.sent_all
+            await asyncio.sleep(0.3)  # the last echoes
+            self.send_json(
+                {"event": "stop", "sequenceNumber": self._next(), "streamId": self.stats.stream_id}
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.closed), 5.0)
+        finally:
+            self.close()
+            if self.transport is not None and not self.closed.done():
+                self.transport.close()
+
+
+class AgentServer:
+    """The echo agent the bridge dials, one `EchoAgentSocket` per call."""
+
+    def __init__(self, calls: dict[str, CallStats]) -> None:
+        self.calls = calls
+        self.server: asyncio.Server | None = None
+        self.sockets: list[EchoAgentSocket] = []
+
+    def _socket(self) -> EchoAgentSocket:
+        sock = EchoAgentSocket(self.calls)
+        self.sockets.append(sock)
+        return sock
+
+    async def start(self) -> str:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._socket, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}/agent"
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for sock in self.sockets:
+            if sock.transport is not None:
+                sock.transport.close()
+
+    @property
+    def verdicts(self) -> int:
+        return sum(s.verdicts for s in self.sockets)
 
 
 def start_bridge(
-    port: int, agent_url: str, profile: str | None, ws: str, log: Any
+    port: int, agent_url: str, profile: str | None, ws: str, loop: str, log: Any
 ) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
@@ -442,7 +619,7 @@ def start_bridge(
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "MIRROR_CONFIG", "OPENAI_API_KEY"):
         env.pop(name, None)
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), agent_url]
-    command += ["--ws", ws]
+    command += ["--ws", ws, "--loop", loop]
     if profile:
         command += ["--profile", profile]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
@@ -488,18 +665,21 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     load_cpu0 = usage.ru_utime + usage.ru_stime
     loadavg_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
-    agent = EchoAgent(by_id)
+    agent = AgentServer(by_id)
     agent_url = await agent.start()
     port = free_port()
-    process = start_bridge(port, agent_url, args.profile, args.ws, log)
+    process = start_bridge(port, agent_url, args.profile, args.ws, args.loop, log)
     try:
         await asyncio.to_thread(wait_ready, port, process)
         url = f"ws://127.0.0.1:{port}/plivo/stream"
         begin = time.monotonic() + 0.2
         ramp = args.ramp
-        peers = [Peer(url, c) for c in calls]
+        peers = [PeerSocket(url, c) for c in calls]
+        # the load's own full collections would stall frames and count against the bridge
+        gc.collect()
+        gc.freeze()
         results = await asyncio.gather(
-            *(p.run(begin + ramp * i / max(1, len(peers))) for i, p in enumerate(peers)),
+            *(p.run(url, begin + ramp * i / max(1, len(peers))) for i, p in enumerate(peers)),
             return_exceptions=True,
         )
         for c, r in zip(calls, results, strict=True):
@@ -509,10 +689,12 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         server = await asyncio.to_thread(fetch_stats, port)
     finally:
         await asyncio.to_thread(stop_bridge, port, process)
-        agent.server.close()
+        agent.close()
     me = resource.getrusage(resource.RUSAGE_SELF)
     server["load_cpu_s"] = round(me.ru_utime + me.ru_stime - load_cpu0, 2)
     server["loadavg_before"] = loadavg_before
+    loop = type(asyncio.get_running_loop())
+    server["load_loop"] = f"{loop.__module__}.{loop.__qualname__}"
     return summarize(args, calls, server)
 
 
@@ -546,6 +728,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     clear_after: list[float] = []
     verdict: list[float] = []
     verdict_sent: list[float] = []
+    handler: list[float] = []
     interventions = 0
     for c in calls:
         stamp = stamps.get(c.call_id) or {}
@@ -553,6 +736,8 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
             verdict.append(stamp["verdict_at"] - stamp["annotation_at"])
         if "verdict_at" in stamp and c.annotated_at is not None:
             verdict_sent.append(stamp["verdict_at"] - c.annotated_at)
+        if "handler_s" in stamp:
+            handler.append(stamp["handler_s"])
         if c.mistake_at is None:
             continue
         if stamp.get("decision") == "intervene" and c.clear_at is not None:
@@ -577,6 +762,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "verdict_ms": ms(percentile(verdict, 50)),
         "verdict_max_ms": ms(max(verdict) if verdict else None),
         "verdict_from_agent_send_ms": ms(percentile(verdict_sent, 50)),
+        "verdict_handler_ms": ms(percentile(handler, 50)),
         "verdict_transport": "in-process handlers (InProcessTransport), InMemoryStateStore",
         "call_ended_events": server.get("call_ended"),
         "errors": len(errors),
@@ -584,7 +770,14 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "bridge_cpu_us_per_frame": round(server["bridge_cpu_s"] / frames * 1e6, 1)
         if frames and server.get("bridge_cpu_s") is not None
         else None,
+        "bridge_gc_max_ms": ms(server.get("gc_max_s")),
+        "bridge_gc_frozen": server.get("gc_frozen"),
         "load_cpu_s": server.get("load_cpu_s"),
+        "load_cpu_us_per_frame": round(server["load_cpu_s"] / frames * 1e6, 1)
+        if frames and server.get("load_cpu_s") is not None
+        else None,
+        "bridge_loop": server.get("loop"),
+        "load_loop": server.get("load_loop"),
         "cpus": os.cpu_count(),
         "loadavg_1m_before": server.get("loadavg_before"),
         "targets": TARGETS,
@@ -606,6 +799,15 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     return result
 
 
+def load_loop_factory() -> Any:
+    """uvloop for the load when it is installed (it shares the machine with the bridge)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="benchmarks/bridge.py", description=__doc__.split("\n")[0]
@@ -621,15 +823,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="uvicorn's WebSocket implementation (default: auto, as deployed)",
     )
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        help="uvicorn's event loop for the bridge (default: auto, as deployed: uvloop if present)",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "AGENT_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1], args.profile, args.ws)
+        serve(int(args.serve[0]), args.serve[1], args.profile, args.ws, args.loop)
         return 0
     if args.calls < 1 or args.seconds <= 0 or not 0 <= args.mistakes <= args.calls:
         parser.error("need calls >= 1, seconds > 0 and 0 <= mistakes <= calls")
     with tempfile.TemporaryFile("w+") as log:
-        result = asyncio.run(load(args, log))
+        result = asyncio.run(load(args, log), loop_factory=load_loop_factory())
         if (result["errors"] or result["lost_frames"]) and not args.json:
             log.seek(0)
             sys.stderr.write(log.read()[-4000:])

@@ -13,7 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {
     "calls", "frames", "relay_p50_ms", "relay_p99_ms", "late_frames", "clear_after_verdict_ms",
-    "verdict_ms", "targets", "met",
+    "verdict_ms", "targets", "met", "verdict_handler_ms", "bridge_cpu_us_per_frame",
+    "load_cpu_us_per_frame", "bridge_gc_max_ms", "bridge_loop", "load_loop",
 }  # fmt: skip
 
 
@@ -37,5 +38,8 @@ def test_bridge_benchmark_prints_one_json_line_with_every_figure() -> None:
     assert figures["call_ended_events"] == 4
     assert 0 < figures["relay_p50_ms"] <= figures["relay_p99_ms"]
     assert figures["verdict_ms"] > 0 and figures["clear_after_verdict_ms"] >= 0
+    # each verdict's interval holds its handler's run, so the medians keep that order
+    assert 0 < figures["verdict_handler_ms"] <= figures["verdict_ms"]
+    assert figures["bridge_gc_frozen"] > 0  # the start-up heap, frozen at the first call
     assert set(figures["met"]) == set(figures["targets"])
     assert figures["met"]["calls"] is False  # 4 calls are not the 200 of the target

@@ -121,6 +121,10 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str, loop: str) ->
     import logging
 
     import uvicorn
+
+    from mirror.correction import CorrectionService
+    from mirror.service import ScoreTurnService
+    from mirror.state import InMemoryStateStore
     from mirror_bridge.app import create_app
     from mirror_bridge.call_end import InMemoryEventSink
     from mirror_bridge.settings import Settings
@@ -128,10 +132,6 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str, loop: str) ->
     from mirror_bridge.transport import SCORE_TURN, InProcessTransport, load_handler_module
     from mirror_bridge.tts import OfflineTTS
     from mirror_bridge.wiring import build_session_factory
-
-    from mirror.correction import CorrectionService
-    from mirror.service import ScoreTurnService
-    from mirror.state import InMemoryStateStore
 
     logging.basicConfig(level=logging.ERROR)
     stamps: dict[str, dict[str, Any]] = {}

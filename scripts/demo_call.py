@@ -250,6 +250,7 @@ def _warm_handlers() -> dict[str, list[Any]]:
 def start_stack() -> DemoStack:
     """moto, then the bridge as `mirror_bridge.wiring` builds it for `BRIDGE_MODE=local`, with
     recording wrappers around its transport and event sink."""
+    from mirror.state import DynamoDBStateStore
     from mirror_bridge.app import create_app
     from mirror_bridge.call_end import EventBridgeSink
     from mirror_bridge.settings import Settings
@@ -257,8 +258,6 @@ def start_stack() -> DemoStack:
     from mirror_bridge.transport import InProcessTransport
     from mirror_bridge.tts import OfflineTTS
     from mirror_bridge.wiring import build_session_factory
-
-    from mirror.state import DynamoDBStateStore
 
     log = ListHandler()
     logging.getLogger().addHandler(log)
@@ -394,7 +393,6 @@ def answer_webhook(base_url: str, call_id: str) -> tuple[int, str]:
 
 async def play_call(stack: DemoStack, speed: float, timeout_s: float) -> CallRecord:
     from mirror_bridge.tenants import TenantConfig, tenant_item
-
     from tests.bridge.plivo_peer import PlivoPeer
     from tests.bridge.scripted_agent import ScriptedAgent
 

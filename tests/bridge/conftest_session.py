@@ -10,11 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mirror.models import CallContext
 from mirror_bridge.call_end import InMemoryEventSink
 from mirror_bridge.session import BridgeSessionConfig, CallSession, SessionIO
 from mirror_bridge.transport import FunctionError
-
-from mirror.models import CallContext
 from tests.unit.conftest import aws_credentials, call_state_table, dynamodb_client  # noqa: F401
 
 STREAM_ID = "87654321-4321-4321-4321-cba987654321"

@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import Any
 
+from mirror.state import InMemoryStateStore, StateStore
 from mirror_bridge.app import create_app
 from mirror_bridge.call_end import EventSink, InMemoryEventSink
 from mirror_bridge.settings import Settings
@@ -15,8 +16,6 @@ from mirror_bridge.tenants import StaticTenants, TenantConfig
 from mirror_bridge.transport import FunctionTransport
 from mirror_bridge.tts import TTS
 from mirror_bridge.wiring import build_session_factory
-
-from mirror.state import InMemoryStateStore, StateStore
 from tests.bridge.conftest import AUTH_TOKEN, LiveServer, free_port
 from tests.bridge.conftest_session import FakeTTS
 from tests.bridge.plivo_peer import PlivoPeer

@@ -6,12 +6,12 @@ import xml.etree.ElementTree as ET
 from urllib.parse import urlencode
 
 from fastapi.testclient import TestClient
-from mirror_bridge.app import create_app
-from mirror_bridge.settings import Settings
-from mirror_bridge.tenants import StaticTenants, TenantConfig
 
 from mirror.models import CallContext
 from mirror.state.memory import InMemoryStateStore
+from mirror_bridge.app import create_app
+from mirror_bridge.settings import Settings
+from mirror_bridge.tenants import StaticTenants, TenantConfig
 from tests.bridge.conftest import AUTH_TOKEN
 from tests.bridge.plivo_peer import signed_headers
 

@@ -10,13 +10,13 @@ import contextlib
 import time
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+
+from mirror.models import CallContext
 from mirror_bridge.agent_protocol import MirrorCallEnding, MirrorCallerSilent
 from mirror_bridge.app import stream_xml
 from mirror_bridge.audio import is_loud, lin2ulaw
 from mirror_bridge.settings import Settings
-from websockets.exceptions import ConnectionClosed
-
-from mirror.models import CallContext
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
     ALLOW,

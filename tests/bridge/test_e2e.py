@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from mirror_bridge.call_end import InMemoryEventSink
-from mirror_bridge.transport import InProcessTransport
-from mirror_bridge.tts import GENERIC_CLIP, OfflineTTS, clip_key, load_clip
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
+from mirror_bridge.call_end import InMemoryEventSink
+from mirror_bridge.transport import InProcessTransport
+from mirror_bridge.tts import GENERIC_CLIP, OfflineTTS, clip_key, load_clip
 from tests.bridge import conftest_session
 from tests.bridge.conftest import AUTH_TOKEN, run
 from tests.bridge.harness import NUMBER, TENANT, SupervisedBridge

@@ -15,6 +15,8 @@ import time
 from typing import Any
 
 import pytest
+from starlette.websockets import WebSocketState
+
 from mirror_bridge import plivo_protocol as pp
 from mirror_bridge import relay as relay_module
 from mirror_bridge.relay import CallRelay, _Writer
@@ -22,8 +24,6 @@ from mirror_bridge.session import SessionIO
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
 from mirror_bridge.transport import FunctionError, InProcessTransport
-from starlette.websockets import WebSocketState
-
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
     ALLOW,

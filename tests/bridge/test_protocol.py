@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from mirror_bridge import plivo_protocol as pp
 from mirror_bridge.agent_protocol import (
     MirrorProtocolError,

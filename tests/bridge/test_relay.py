@@ -9,13 +9,13 @@ import json
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from mirror_bridge.app import create_app
 from mirror_bridge.relay import CallContext, PassThroughSession, SessionIO
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
 from tests.bridge.conftest import AUTH_TOKEN, LiveServer, free_port, run
 from tests.bridge.plivo_peer import PlivoPeer, signed_headers
 from tests.bridge.scripted_agent import AgentCall, ScriptedAgent, idle

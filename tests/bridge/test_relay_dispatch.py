@@ -10,7 +10,6 @@ from typing import Any
 
 from mirror_bridge.agent_protocol import error_reply
 from mirror_bridge.relay import PassThroughSession
-
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import ALLOW, FakeTransport
 from tests.bridge.harness import SupervisedBridge

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from mirror_bridge.call_end import StoreStateWriter
-from mirror_bridge.transport import FunctionError
-
 from mirror.models import CallContext
 from mirror.state import InMemoryStateStore
+from mirror_bridge.call_end import StoreStateWriter
+from mirror_bridge.transport import FunctionError
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
     ALLOW,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mirror_bridge.transport import FunctionError
 
+from mirror_bridge.transport import FunctionError
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import FakeTransport, make_session, until
 

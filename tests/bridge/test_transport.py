@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mirror_bridge.transport import FunctionError, InProcessTransport, LambdaTransport
 
 from mirror.models import CallContext
 from mirror.state import DynamoDBStateStore
+from mirror_bridge.transport import FunctionError, InProcessTransport, LambdaTransport
 from tests.bridge import conftest_session
 from tests.bridge.conftest import run
 

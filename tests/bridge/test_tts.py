@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mirror_bridge import audio
 from mirror_bridge.tts import (
     BufferLineCache,
@@ -24,7 +25,6 @@ from mirror_bridge.tts import (
     load_clip,
     wav_to_ulaw,
 )
-
 from tests.bridge.conftest import run
 
 

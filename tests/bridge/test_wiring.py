@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from mirror.local import load_template
+from mirror.state import DynamoDBStateStore, InMemoryStateStore
 from mirror_bridge.call_end import EventBridgeSink, InMemoryEventSink
 from mirror_bridge.relay import CallContext, SessionIO
 from mirror_bridge.session import CallSession
@@ -16,9 +19,6 @@ from mirror_bridge.tenants import TenantConfig
 from mirror_bridge.transport import InProcessTransport, LambdaTransport
 from mirror_bridge.tts import OfflineTTS, PollyTTS
 from mirror_bridge.wiring import LoggedEventSink, build_app, build_session_factory
-
-from mirror.local import load_template
-from mirror.state import DynamoDBStateStore, InMemoryStateStore
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
     ALLOW,

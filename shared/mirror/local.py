@@ -28,7 +28,8 @@ def load_template(path: Path) -> dict[str, Any]:
             value = loader.construct_sequence(node, deep=True)
         else:
             value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+        # !Ref and !Condition are not functions: their long forms have no "Fn::"
+        return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
 
     CfnLoader.add_multi_constructor("!", tag)
     with path.open(encoding="utf-8") as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -359,7 +360,7 @@ def test_https_listener_forwards_and_http_only_redirects(resources: dict[str, An
         {"Type": "forward", "TargetGroupArn": ref("BridgeTargetGroup")}
     ]
     redirect = resources["BridgeHttpRedirectListener"]
-    assert redirect["Condition"] == "HttpRedirectEnabled"
+    assert redirect["Condition"] == "BridgeHttpRedirect"  # DeployBridge and HttpRedirectEnabled
     [action] = redirect["Properties"]["DefaultActions"]
     assert action["Type"] == "redirect"
     assert action["RedirectConfig"]["Protocol"] == "HTTPS"
@@ -449,7 +450,7 @@ def test_execution_role_pulls_logs_and_reads_only_the_plivo_secret(
     )
     [secret] = _statements(role)
     assert secret["Action"] == "secretsmanager:GetSecretValue"
-    assert secret["Resource"] == ref("PlivoAuthTokenSecretArn")
+    assert secret["Resource"] == {"Fn::Sub": "${PlivoAuthTokenSecretArn}"}
 
 
 # ----------------------------------------------------------------------------- autoscaling
@@ -478,13 +479,32 @@ def test_service_autoscales_on_cpu_between_the_count_parameters(resources: dict[
 # ------------------------------------------------------------------------ parameters, outputs
 
 
-def test_parameters_have_the_deployment_types(template: dict[str, Any]) -> None:
+def test_the_bridge_is_optional_and_complete_when_deployed(template: dict[str, Any]) -> None:
+    """`sam deploy` with samconfig.toml alone gives the functions, the API and the post-call
+    workflow; a BridgeImageUri adds the bridge, and then a rule demands what it needs."""
     params = template["Parameters"]
-    assert params["VpcId"]["Type"] == "AWS::EC2::VPC::Id"
-    assert params["PublicSubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
-    assert params["PrivateSubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
-    assert params["BridgeImageUri"]["Type"] == "String"
-    assert params["CertificateArn"]["Type"] == "String"
+    assert all("Default" in p for p in params.values()), "a parameter samconfig.toml lacks"
+    assert params["BridgeImageUri"]["Default"] == ""
+    conditions = template["Conditions"]
+    assert conditions["DeployBridge"] == {"Fn::Not": [{"Fn::Equals": [ref("BridgeImageUri"), ""]}]}
+    assert conditions["BridgeHttpRedirect"] == {
+        "Fn::And": [{"Condition": "DeployBridge"}, {"Condition": "HttpRedirectEnabled"}]
+    }
+    bridge = {n: r for n, r in template["Resources"].items() if n.startswith("Bridge")}
+    assert len(bridge) == 14
+    for name, resource in bridge.items():
+        assert resource.get("Condition") in ("DeployBridge", "BridgeHttpRedirect"), name
+    for name in ("BridgeLoadBalancerDnsName", "PlivoAnswerUrl", "BridgeClusterName",
+                 "BridgeServiceName", "BridgeLogGroupName"):  # fmt: skip
+        assert template["Outputs"][name]["Condition"] == "DeployBridge", name
+    rule = template["Rules"]["BridgeParameters"]
+    assert rule["RuleCondition"] == conditions["DeployBridge"]
+    asserted = json.dumps(rule["Assertions"])
+    for name in ("VpcId", "PublicSubnetIds", "PrivateSubnetIds", "CertificateArn",
+                 "PlivoAuthTokenSecretArn"):  # fmt: skip
+        assert json.dumps(ref(name)) in asserted, name
+    assert params["PublicSubnetIds"]["Type"] == "CommaDelimitedList"
+    assert params["PrivateSubnetIds"]["Type"] == "CommaDelimitedList"
     count = params["BridgeDesiredCount"]
     assert count["Type"] == "Number" and count["MinValue"] >= 1
     assert params["BridgeMaxCount"]["Default"] >= count["Default"]

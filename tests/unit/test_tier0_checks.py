@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mirror.judge.checks.confirmation import is_confirmation
+from mirror.models import Verdict
 from tests.unit.judge_helpers import call, checks, judge, turn
 
 USER = json.dumps(
@@ -211,6 +212,25 @@ def test_agent_reading_back_a_retracted_value_intervenes() -> None:
         ).decision
         == "allow"
     )
+
+
+
+def test_an_item_refused_after_a_marker_is_wrong_even_beside_the_replacement() -> None:
+    said = ("customer", "A large pepperoni, actually no pepperoni, make it a cheese pizza.")
+    read_back = ("agent", "One large cheese pizza. Shall I place the order?")
+
+    def order(*items: str) -> Verdict:
+        calls = [call("place_order", items=list(items), size="large")]
+        return judge(turn(said, read_back, ("customer", "Yes, please."), calls=calls))
+
+    kept = order("pepperoni pizza", "cheese pizza")  # the replacement is there too
+    assert kept.decision == "block" and "retraction" in checks(kept)
+    assert order("cheese pizza").decision == "allow"
+    assert order("cheese pizza, no pepperoni").decision == "allow"  # negated in the args
+    spoken = judge(turn(said, agent_text="One large pepperoni and cheese pizza, coming up."))
+    assert spoken.decision == "intervene" and "retraction" in checks(spoken)
+    fine = judge(turn(said, agent_text="One large cheese pizza, no pepperoni, coming up."))
+    assert "retraction" not in checks(fine)
 
 
 CATALOG = json.dumps(

@@ -39,6 +39,9 @@ class Retracted:
     retracted: frozenset[str]
     replacement: frozenset[str]
     said: str
+    refused: frozenset[str] = frozenset()
+    """Retracted words the caller negated after the marker ("pepperoni, actually no
+    pepperoni"): wrong wherever they are used, whatever else is said with them."""
 
 
 def _content(text: str) -> list[str]:
@@ -66,12 +69,32 @@ def _split(before: list[str], after: list[str], said: str) -> Retracted | None:
     return Retracted(frozenset(before) - set(after), frozenset(after), said)
 
 
+_REFUSED = re.compile(
+    r"\b(?:no|not(?:\s+(?:the|a|an))?|without(?:\s+(?:the|a|an|any))?)\s+([a-z][a-z'-]*)"
+)
+"""A word the caller negates: 'no pepperoni', 'not the large', 'without onions'."""
+
+
+def _after_marker(before: list[str], after_text: str, said: str) -> Retracted | None:
+    """Words named before the marker and negated after it are refused outright; the rest of
+    what follows the marker replaces what came before."""
+    named = set(before)
+    refused = frozenset(w for w in _REFUSED.findall(after_text) if w in named)
+    after = [w for w in _content(after_text) if w not in refused]
+    r = _split(before, after, said)
+    if not refused:
+        return r
+    if r is None:
+        return Retracted(refused, frozenset(after), said, refused)
+    return Retracted(r.retracted | refused, r.replacement, said, refused)
+
+
 def retractions(line: str) -> list[Retracted]:
     """The retractions in one caller line (lower-cased)."""
     out: list[Retracted] = []
     for sentence in _SENTENCE.split(line):
         if m := _MARKER.search(sentence):
-            r = _split(_content(sentence[: m.start()]), _content(sentence[m.end() :]), sentence)
+            r = _after_marker(_content(sentence[: m.start()]), sentence[m.end() :], sentence)
         elif m := _INSTEAD_OF.search(sentence):
             r = _split(_content(sentence[m.end() :]), _content(sentence[: m.start()]), sentence)
         else:
@@ -95,7 +118,8 @@ def active_retractions(caller_lines: list[str]) -> list[Retracted]:
             for r in retractions(line):
                 still = r.retracted - later
                 if still:
-                    out.append(Retracted(frozenset(still), r.replacement, r.said))
+                    kept = frozenset(still)
+                    out.append(Retracted(kept, r.replacement, r.said, r.refused & kept))
         later.update(tx.words(line))
     out.reverse()
     return out
@@ -103,6 +127,12 @@ def active_retractions(caller_lines: list[str]) -> list[Retracted]:
 
 def _mentions(text: str, words: frozenset[str]) -> list[str]:
     return [w for w in words if tx.find_phrase(text, w)]
+
+
+def _wrong(used: list[str], r: Retracted, text: str) -> bool:
+    """Retracted words in `text` are wrong when one was refused outright, or when nothing the
+    caller said instead is there with them."""
+    return not r.refused.isdisjoint(used) or not _mentions(text, r.replacement)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -132,7 +162,7 @@ class Retraction:
             args_text = " | ".join(_strings(call.args))
             for r in active:
                 used = _mentions(args_text, r.retracted)
-                if used and not _mentions(args_text, r.replacement):
+                if used and _wrong(used, r, args_text):
                     code = "wrong_amount" if used[0][0].isdigit() else "wrong_variant"
                     found.append(
                         Finding(
@@ -148,7 +178,7 @@ class Retraction:
         if agent:
             for r in active:
                 used = _mentions(agent, r.retracted)
-                if used and not _mentions(agent, r.replacement):
+                if used and _wrong(used, r, agent):
                     found.append(
                         Finding(
                             self.id,

@@ -19,6 +19,7 @@ from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.reports.aws import client as aws_client
 from mirror.reports.aws import error_code
 from mirror.reports.naming import DAY_S
+from mirror.state.base import number_to_str
 
 SK_VALUE = "FIX"
 FIX_TTL_S = 400 * DAY_S
@@ -85,7 +86,7 @@ def _attr(value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, int | float):
-        return {"N": repr(float(value)) if isinstance(value, float) else str(value)}
+        return {"N": number_to_str(value)}
     if isinstance(value, list | tuple):
         return {"L": [_attr(v) for v in value]}
     return {"S": str(value)}

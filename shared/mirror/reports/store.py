@@ -30,6 +30,7 @@ from urllib.parse import quote
 from mirror.reports.aws import client as aws_client
 from mirror.reports.aws import error_code
 from mirror.reports.models import CallReport, ReportEntry, TranscriptRef
+from mirror.state.base import number_to_str
 
 PK = "pk"
 SK = "sk"
@@ -81,7 +82,7 @@ def _s(v: str) -> dict[str, str]:
 
 
 def _n(v: float) -> dict[str, str]:
-    return {"N": repr(v) if isinstance(v, float) and not v.is_integer() else str(int(v))}
+    return {"N": number_to_str(v)}
 
 
 class DynamoDBReportStore:

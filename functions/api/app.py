@@ -37,7 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mirror.calls import CallEnded, CallEventError, CallsService, CallState, EventBridgeCallEnded
+from mirror.calls import (
+    CallEnded,
+    CallEventError,
+    CallsService,
+    CallState,
+    EventBridgeCallEnded,
+    OverrideNote,
+)
 from mirror.config import config_for_event, config_from_env
 from mirror.correction import (
     DEFAULT_LLM_TIMEOUT_S,
@@ -680,6 +687,25 @@ async def end_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
         return _call_not_found(ctx)
     logger.info("call ended", extra={"call_id": ctx.call_id, "ended_at": ended.ended_at})
     return ended
+
+
+@app.post(
+    "/v1/calls/{call_id}/override:take",
+    operation_id="takeOverride",
+    tags=["calls"],
+    summary="Take the call's one-shot override note (read once)",
+    response_model=OverrideNote,
+    responses={**BAD_PARAMS, **STORE_DOWN},
+)
+async def take_override(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
+    """The note GenerateCorrection stored for the agent's next turn, deleted as it is read:
+    call it before generating that turn. `note` is null when none is pending; an unknown call
+    is 404."""
+    ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
+    taken = calls_service().take_override(ctx)
+    if taken is None:
+        return _call_not_found(ctx)
+    return taken
 
 
 FixId = Annotated[

@@ -90,6 +90,19 @@ class CallEnded(BaseModel):
     started_at: float | None = None
 
 
+class OverrideNote(BaseModel):
+    """What `POST /v1/calls/{call_id}/override:take` returns: the one-shot note GenerateCorrection
+    stored for the agent's next turn, handed out once."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    call_id: str
+    tenant_id: str
+    note: str | None
+    """The note, now deleted from the store; null when none is pending (none was stored, it was
+    taken already, or it expired)."""
+
+
 def on_call_ended(ctx: CallContext, meta: Mapping[str, MetaValue]) -> None:
     """Called once a request has stored a call's `ended_at` (`meta` as read back after it).
 
@@ -185,6 +198,15 @@ class CallsService:
             history=history,
             verdicts=verdicts,
         )
+
+    def take_override(self, ctx: CallContext) -> OverrideNote | None:
+        """The call's pending override note, read and deleted at once (a second take gets
+        null); None when the call is unknown. Raises StateStoreError when the store fails."""
+        now = self.clock()
+        if self.store.get_call_meta(ctx, now) is None:
+            return None
+        note = self.store.take_override(ctx, now)
+        return OverrideNote(call_id=ctx.call_id, tenant_id=ctx.tenant_id, note=note)
 
     def end_call(self, ctx: CallContext, ttl_s: int) -> CallEnded | None:
         """Mark the call ended, once; None when the call is unknown (nothing is written).

@@ -294,6 +294,7 @@ API_ROUTES = {
     ("POST", "/v1/corrections"),
     ("GET", "/v1/calls/{call_id}"),
     ("POST", "/v1/calls/{call_id}/end"),
+    ("POST", "/v1/calls/{call_id}/override:take"),
     ("POST", "/v1/fixes/{fix_id}/approve"),
     ("POST", "/v1/fixes/{fix_id}/reject"),
 }
@@ -652,6 +653,31 @@ def test_ending_an_unknown_call_is_404_and_creates_nothing(
     error_of(response.json(), "call_not_found")
     assert body == response.json()
     assert partition(dynamodb_client, call_state_table, ctx) == []
+
+
+def test_the_override_note_is_taken_once(api: ModuleType, store: DynamoDBStateStore) -> None:
+    event = load_event("score_turn_block.json")
+    ctx = ctx_of(event)
+    assert asgi(api, "POST", "/v1/turns:score", json_body=event).status_code == 200
+    store.put_override(ctx, "Confirm the medium before ordering.", time.time(), 600)
+    url = f"/v1/calls/{ctx.call_id}/override:take"
+    route = "/v1/calls/{call_id}/override:take"
+
+    first = asgi(api, "POST", url, params={"tenant_id": ctx.tenant_id})
+    status, _, second = invoke(
+        api, http_event("POST", url, route=route, query={"tenant_id": ctx.tenant_id})
+    )
+
+    assert first.status_code == 200 and status == 200
+    assert first.json() == {"call_id": ctx.call_id, "tenant_id": "retail",
+                            "note": "Confirm the medium before ordering."}  # fmt: skip
+    assert second["note"] is None  # read once
+    assert store.take_override(ctx, time.time()) is None
+    unknown = asgi(api, "POST", "/v1/calls/CA-never/override:take", params={"tenant_id": "retail"})
+    assert unknown.status_code == 404
+    error_of(unknown.json(), "call_not_found")
+    other_tenant = asgi(api, "POST", url, params={"tenant_id": "pizzeria"})
+    assert other_tenant.status_code == 404  # keys are per tenant
 
 
 # --- bad input ---------------------------------------------------------------------------------

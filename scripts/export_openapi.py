@@ -10,7 +10,6 @@ from what the app serves at `GET /openapi.json`, so run this after changing a ro
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -27,12 +26,9 @@ def load_app_module(name: str = "mirror_api_app_export") -> ModuleType:
     shared = str(REPO / "shared")
     if shared not in sys.path:
         sys.path.insert(0, shared)
-    spec = importlib.util.spec_from_file_location(name, APP_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    from mirror.local import import_file
+
+    return import_file(APP_PATH, name)
 
 
 def render(schema: dict[str, Any]) -> str:

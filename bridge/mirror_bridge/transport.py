@@ -11,10 +11,8 @@ audio, never waits on them, and a burst of calls cannot start unbounded threads.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
-import sys
 import threading
 import time
 import uuid
@@ -24,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from mirror.local import import_file
 
 logger = logging.getLogger(__name__)
 
@@ -179,15 +179,7 @@ class LambdaContext:
 def load_handler_module(name: str, root: Path = REPO_ROOT) -> ModuleType:
     """`functions/<name>/app.py`, imported by path under a unique module name: each copy has
     its own lazily built service, like its own Lambda container."""
-    path = root / "functions" / name / "app.py"
-    module_name = f"mirror_fn_{name}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(root / "functions" / name / "app.py", f"mirror_fn_{name}")
 
 
 Handler = Callable[[dict[str, Any], Any], Any]

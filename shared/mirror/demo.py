@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -36,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mirror.local import call_table_properties, create_call_table
+from mirror.local import call_table_properties, create_call_table, import_file
 from mirror.models import AgentMessage, CallContext, CustomerMessage, Message, ToolMessage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -162,15 +161,10 @@ def quiet(sink: io.StringIO) -> Iterator[None]:
 
 
 def import_handler(root: Path, path: Path = HANDLER_PATH) -> ModuleType:
-    name = f"mirror_demo_{path.parent.name}_app"
-    sys.modules.pop(name, None)
-    spec = importlib.util.spec_from_file_location(name, root / path)
-    if spec is None or spec.loader is None:
-        raise DemoError(f"cannot import {root / path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        return import_file(root / path, f"mirror_demo_{path.parent.name}_app")
+    except ImportError as e:
+        raise DemoError(str(e)) from e
 
 
 # --- replay -----------------------------------------------------------------------------------

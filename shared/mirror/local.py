@@ -6,10 +6,28 @@ PyYAML comes with the dev tools (cfn-lint); it is imported only here, on use.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 CALL_TABLE_RESOURCE = "CallStateTable"
+
+
+def import_file(path: Path, prefix: str) -> ModuleType:
+    """The module in `path` under a fresh name (`<prefix>_<uuid>`), registered in sys.modules
+    as dataclasses and pydantic expect. functions/* folders are not packages, and each import is
+    a new copy with its own module state, like a new Lambda container."""
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_template(path: Path) -> dict[str, Any]:

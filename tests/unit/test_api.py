@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import importlib.util
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ import pytest
 from mirror.calls import ENDED_AT_FIELD, CallsService
 from mirror.correction import CorrectionResult
 from mirror.gate import GateResult
-from mirror.local import load_template
+from mirror.local import import_file, load_template
 from mirror.models import CallContext, MirrorConfig, Turn, Verdict
 from mirror.state import DynamoDBStateStore
 from mirror.state.base import PK
@@ -89,16 +88,6 @@ def api_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return call_state_table
 
 
-def _import_fresh(path: Path, prefix: str) -> ModuleType:
-    name = f"{prefix}_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _unload(module: ModuleType) -> None:
     if hasattr(module, "metrics"):
         module.metrics.clear_metrics()
@@ -120,7 +109,7 @@ def load_module(
         if config is not None:
             monkeypatch.setenv("MIRROR_CONFIG", config)
         _reset_logger(SERVICE_NAME)
-        module = _import_fresh(path, path.parent.name)
+        module = import_file(path, path.parent.name)
         if hasattr(module, "_remote_tiers"):
             module._remote_tiers = lambda config: list(tiers or [])
         module.metrics.clear_metrics()

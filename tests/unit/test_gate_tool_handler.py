@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib.util
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -27,7 +25,7 @@ import pytest
 
 from mirror.gate import DEFAULT_SPOKEN_LINES, IDEMPOTENCY_PK, GateResult
 from mirror.judge import Finding
-from mirror.local import load_template
+from mirror.local import import_file, load_template
 from mirror.models import CallContext, MirrorConfig, Turn
 from mirror.state import DynamoDBStateStore, tool_fingerprint
 from mirror.state.base import PK, SK
@@ -96,12 +94,7 @@ def load_app(
         if config is not None:
             monkeypatch.setenv("MIRROR_CONFIG", config)
         _reset_logger(SERVICE_NAME)
-        name = f"gate_tool_app_{uuid.uuid4().hex}"
-        spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+        module = import_file(HANDLER_PATH, "gate_tool_app")
         module._service = None
         module._remote_tiers = lambda config: list(tiers or [])
         module.metrics.clear_metrics()
@@ -444,10 +437,8 @@ def test_logs_never_contain_caller_pii(app: ModuleType, capsys: pytest.CaptureFi
 
 
 def test_remote_tiers_come_from_mirror_llm(app: ModuleType) -> None:
-    spec = importlib.util.spec_from_file_location("gate_tool_app_wiring", HANDLER_PATH)
-    assert spec is not None and spec.loader is not None
-    pristine = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pristine)  # the real _remote_tiers, not the fixture's stand-in
+    # a second copy: the real _remote_tiers, not the fixture's stand-in
+    pristine = import_file(HANDLER_PATH, "gate_tool_app_wiring")
 
     assert pristine._remote_tiers(MirrorConfig()) == []  # nothing configured: Tier 0 only
     config = MirrorConfig.model_validate(

@@ -9,7 +9,6 @@ an in-test `LLMClient` fake.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from mirror.correction import CONFIRM_SUFFIX, CorrectionResult, CorrectionService
+from mirror.local import import_file
 from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
 from tests.unit.conftest import REPO_ROOT, TEST_REGION
@@ -110,13 +110,8 @@ def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
     """The handler module, imported fresh for this test (after capsys and the env are set)."""
     _reset_logger(SERVICE_NAME)
-    name = f"generate_correction_app_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    module = import_file(HANDLER_PATH, "generate_correction_app")
     try:
-        spec.loader.exec_module(module)
         module._service = None  # built on first use, inside this test's moto
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
@@ -129,7 +124,7 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
         module._service = None
         if module._loop is not None:
             module._loop.close()
-        sys.modules.pop(name, None)
+        sys.modules.pop(module.__name__, None)
         _reset_logger(SERVICE_NAME)
 
 

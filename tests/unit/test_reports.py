@@ -17,7 +17,7 @@ import pytest
 import respx
 
 from mirror.calls import CallsService, EventBridgeCallEnded
-from mirror.local import load_template
+from mirror.local import import_file, load_template
 from mirror.models import (
     AgentMessage,
     CallContext,
@@ -31,7 +31,6 @@ from mirror.reports import pattern_id, window_of
 from mirror.reports.local import (
     FIX_PR_STEPS,
     create_reports_table,
-    import_file,
     reports_table_properties,
     substitute,
 )

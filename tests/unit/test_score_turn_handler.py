@@ -8,7 +8,6 @@ the lazily built `_service` (and its DynamoDB client) belongs to this test's mot
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from mirror.local import import_file
 from mirror.models import CallContext, CustomerMessage, Verdict
 from mirror.state import DynamoDBStateStore
 from tests.unit.conftest import REPO_ROOT, TEST_REGION
@@ -108,13 +108,8 @@ def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
     """The handler module, imported fresh for this test (after capsys and the env are set)."""
     _reset_logger(SERVICE_NAME)
-    name = f"score_turn_app_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    module = import_file(HANDLER_PATH, "score_turn_app")
     try:
-        spec.loader.exec_module(module)
         module._service = None  # built on first use, inside this test's moto
         module.metrics.clear_metrics()  # Powertools keeps metrics class-wide: drop leftovers
         # pytest swaps capsys's stream between setup and call; log to whichever is current
@@ -126,7 +121,7 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
         if hasattr(module, "metrics"):
             module.metrics.clear_metrics()
         module._service = None
-        sys.modules.pop(name, None)
+        sys.modules.pop(module.__name__, None)
         _reset_logger(SERVICE_NAME)
 
 

@@ -15,20 +15,17 @@ Never imported by a Lambda function.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from mirror.local import load_template
+from mirror.local import import_file, load_template
 
 REPORTS_TABLE_RESOURCE = "ReportsTable"
 FIX_PR_STEPS: dict[str, str] = {
@@ -149,17 +146,6 @@ def in_process_lambdas(handlers: Mapping[str, Handler]) -> Iterator[list[tuple[s
 
 
 # --- the FixPr stack ---------------------------------------------------------------------------
-
-
-def import_file(path: Path, prefix: str) -> ModuleType:
-    """A handler module from its file (functions/* folders are not packages)."""
-    name = f"{prefix}_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_fix_pr_handlers(root: Path) -> dict[str, Handler]:

@@ -35,14 +35,14 @@ from mirror.state import DynamoDBStateStore
 from mirror.state.base import PK
 from scripts.export_openapi import OPENAPI_PATH, render
 from tests.unit.conftest import REPO_ROOT, TEMPLATE_PATH
-from tests.unit.test_score_turn_handler import (
+from tests.unit.handler_helpers import (
     PII_TEXT,
     PII_VALUES,
+    CurrentStdout,
     FakeContext,
-    _CurrentStdout,
-    _reset_logger,
     emf_documents,
     emf_metric,
+    reset_logger,
 )
 
 API_PATH = REPO_ROOT / "functions" / "api" / "app.py"
@@ -108,21 +108,21 @@ def load_module(
     def load(path: Path = API_PATH, config: str | None = None, tiers: Any = None) -> ModuleType:
         if config is not None:
             monkeypatch.setenv("MIRROR_CONFIG", config)
-        _reset_logger(SERVICE_NAME)
+        reset_logger(SERVICE_NAME)
         module = import_file(path, path.parent.name)
         if hasattr(module, "_remote_tiers"):
             module._remote_tiers = lambda config: list(tiers or [])
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(_CurrentStdout())
+                handler.setStream(CurrentStdout())
         loaded.append(module)
         return module
 
     yield load
     for module in loaded:
         _unload(module)
-    _reset_logger(SERVICE_NAME)
+    reset_logger(SERVICE_NAME)
 
 
 @pytest.fixture

@@ -41,9 +41,9 @@ from mirror.reports.naming import execution_name
 from mirror.reports.store import DynamoDBReportStore
 from tests.unit import test_api
 from tests.unit.conftest import REPO_ROOT, TEMPLATE_PATH, boto_session
+from tests.unit.handler_helpers import CurrentStdout, reset_logger
 from tests.unit.test_api import asgi, error_of, http_event, invoke
 from tests.unit.test_llm_clients import chat_completion
-from tests.unit.test_score_turn_handler import _CurrentStdout, _reset_logger
 
 api_env = test_api.api_env
 load_module = test_api.load_module
@@ -240,11 +240,11 @@ def stack(
         )
         seed_reports(dynamodb_client)
         deployed = deploy_fix_pr(session, REPO_ROOT)
-        _reset_logger(SERVICE)
+        reset_logger(SERVICE)
         handlers = handlers_by_function(deployed, load_fix_pr_handlers(REPO_ROOT))
         for handler in logging.getLogger(SERVICE).handlers:  # log to the current test's stdout
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(_CurrentStdout())  # type: ignore[arg-type]
+                handler.setStream(CurrentStdout())  # type: ignore[arg-type]
         github = FakeGitHub()
         with (
             respx.mock(assert_all_mocked=True, assert_all_called=False) as router,
@@ -262,7 +262,7 @@ def stack(
                 api=load_module,
             )
     tasks.reset()
-    _reset_logger(SERVICE)
+    reset_logger(SERVICE)
 
 
 def _approve(stack: Stack, reviewer: str = "alice@acme.test") -> httpx.Response:

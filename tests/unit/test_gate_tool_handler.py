@@ -30,15 +30,15 @@ from mirror.models import CallContext, MirrorConfig, Turn
 from mirror.state import DynamoDBStateStore, tool_fingerprint
 from mirror.state.base import PK, SK
 from tests.unit.conftest import REPO_ROOT, TEMPLATE_PATH
-from tests.unit.test_score_turn_handler import (
+from tests.unit.handler_helpers import (
     PII_TEXT,
     PII_VALUES,
+    CurrentStdout,
     FakeContext,
-    _CurrentStdout,
-    _reset_logger,
     emf_documents,
     emf_metric,
     error_fields,
+    reset_logger,
 )
 
 HANDLER_PATH = REPO_ROOT / "functions" / "gate_tool" / "app.py"
@@ -93,14 +93,14 @@ def load_app(
     def load(tiers: list[Any] | None = None, config: str | None = None) -> ModuleType:
         if config is not None:
             monkeypatch.setenv("MIRROR_CONFIG", config)
-        _reset_logger(SERVICE_NAME)
+        reset_logger(SERVICE_NAME)
         module = import_file(HANDLER_PATH, "gate_tool_app")
         module._service = None
         module._remote_tiers = lambda config: list(tiers or [])
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(_CurrentStdout())
+                handler.setStream(CurrentStdout())
         loaded.append(module)
         return module
 
@@ -109,7 +109,7 @@ def load_app(
         module.metrics.clear_metrics()
         module._service = None
         sys.modules.pop(module.__name__, None)
-    _reset_logger(SERVICE_NAME)
+    reset_logger(SERVICE_NAME)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from mirror.local import import_file
 from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
 from tests.unit.conftest import REPO_ROOT, TEST_REGION
+from tests.unit.handler_helpers import CurrentStdout, emf_documents, error_fields, reset_logger
 from tests.unit.test_correction_service import GOOD_LINE, GOOD_NOTE, FakeLLM
 
 HANDLER_PATH = REPO_ROOT / "functions" / "generate_correction" / "app.py"
@@ -65,28 +66,6 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
 
 
-class _CurrentStdout:
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-def _reset_logger(name: str) -> None:
-    log = logging.getLogger(name)
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    for attr in (
-        "init",
-        "powertools_handler",
-        "powertools_buffer_config",
-        "powertools_buffer_cache",
-    ):
-        if hasattr(log, attr):
-            delattr(log, attr)
-
-
 @pytest.fixture
 def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("CALL_TABLE", call_state_table)
@@ -109,14 +88,14 @@ def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
     """The handler module, imported fresh for this test (after capsys and the env are set)."""
-    _reset_logger(SERVICE_NAME)
+    reset_logger(SERVICE_NAME)
     module = import_file(HANDLER_PATH, "generate_correction_app")
     try:
         module._service = None  # built on first use, inside this test's moto
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(_CurrentStdout())
+                handler.setStream(CurrentStdout())
         yield module
     finally:
         if hasattr(module, "metrics"):
@@ -125,7 +104,7 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
         if module._loop is not None:
             module._loop.close()
         sys.modules.pop(module.__name__, None)
-        _reset_logger(SERVICE_NAME)
+        reset_logger(SERVICE_NAME)
 
 
 @pytest.fixture
@@ -151,16 +130,6 @@ def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
     return dynamodb_client.scan(TableName=table)["Items"]
 
 
-def emf_documents(stdout: str) -> list[dict[str, Any]]:
-    docs = []
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            doc = json.loads(line)
-            if "_aws" in doc:
-                docs.append(doc)
-    return docs
-
-
 def emf_counts(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     """The dimensions of every data point of metric `name` (one dict per point)."""
     out = []
@@ -172,10 +141,6 @@ def emf_counts(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
                 values = doc[name] if isinstance(doc[name], list) else [doc[name]]
                 out += [{d: doc[d] for d in dims} for _ in values]
     return out
-
-
-def error_fields(response: dict[str, Any]) -> set[str]:
-    return {f["field"] for f in response["error"]["fields"]}
 
 
 # --- the sample events ------------------------------------------------------------------------

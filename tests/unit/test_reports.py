@@ -40,8 +40,8 @@ from mirror.reports.service import ReportSettings
 from mirror.reports.store import DynamoDBReportStore
 from mirror.state import DynamoDBStateStore
 from tests.unit.conftest import REPO_ROOT, TEMPLATE_PATH, TEST_REGION, boto_session
+from tests.unit.handler_helpers import CurrentStdout, FakeContext, reset_logger
 from tests.unit.test_llm_clients import chat_completion
-from tests.unit.test_score_turn_handler import FakeContext, _CurrentStdout, _reset_logger
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
@@ -233,15 +233,15 @@ def load_handler(
             monkeypatch.delenv(name, raising=False)
         for name, value in {**base, **env}.items():
             monkeypatch.setenv(name, value)
-        _reset_logger(SERVICE)
+        reset_logger(SERVICE)
         module = import_file(HANDLER_PATH, "post_call_report")
         for handler in logging.getLogger(SERVICE).handlers:
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(_CurrentStdout())  # type: ignore[arg-type]
+                handler.setStream(CurrentStdout())  # type: ignore[arg-type]
         return module
 
     yield load
-    _reset_logger(SERVICE)
+    reset_logger(SERVICE)
 
 
 def _items(ddb: Any) -> list[dict[str, Any]]:

@@ -14,9 +14,7 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,7 +24,17 @@ import pytest
 from mirror.local import import_file
 from mirror.models import CallContext, CustomerMessage, Verdict
 from mirror.state import DynamoDBStateStore
-from tests.unit.conftest import REPO_ROOT, TEST_REGION
+from tests.unit.conftest import REPO_ROOT
+from tests.unit.handler_helpers import (
+    PII_TEXT,
+    PII_VALUES,
+    CurrentStdout,
+    FakeContext,
+    emf_documents,
+    emf_metric,
+    error_fields,
+    reset_logger,
+)
 
 HANDLER_PATH = REPO_ROOT / "functions" / "score_turn" / "app.py"
 EVENTS_DIR = REPO_ROOT / "events"
@@ -36,59 +44,8 @@ NAMESPACE = "MirrorTest"
 REPLAY_WARNING = "ignore:No application metrics to publish:UserWarning"
 """A replayed turn adds no metric, so Powertools warns on flush; expected, not under test."""
 
-PII_TEXT = (
-    "my email is jo@example.com and my card is 4111 1111 1111 1111, call me back on 415-555-0134"
-)
-PII_VALUES = (
-    "jo@example.com",
-    "4111 1111 1111 1111",
-    "4111111111111111",
-    "415-555-0134",
-    "4155550134",
-)
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "mirror-score-turn-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        f"arn:aws:lambda:{TEST_REGION}:123456789012:function:mirror-score-turn-test"
-    )
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
-
-
-class _CurrentStdout:
-    """A stream that writes to whatever sys.stdout is when the record is emitted."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-def _reset_logger(name: str) -> None:
-    """Forget Powertools' configuration of the stdlib logger, so the next `Logger()` configures
-    it afresh (new handler, current POWERTOOLS_LOG_LEVEL) instead of reusing the first one."""
-    log = logging.getLogger(name)
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    for attr in (
-        "init",
-        "powertools_handler",
-        "powertools_buffer_config",
-        "powertools_buffer_cache",
-    ):
-        if hasattr(log, attr):
-            delattr(log, attr)
 
 
 @pytest.fixture
@@ -107,7 +64,7 @@ def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
     """The handler module, imported fresh for this test (after capsys and the env are set)."""
-    _reset_logger(SERVICE_NAME)
+    reset_logger(SERVICE_NAME)
     module = import_file(HANDLER_PATH, "score_turn_app")
     try:
         module._service = None  # built on first use, inside this test's moto
@@ -115,14 +72,14 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
         # pytest swaps capsys's stream between setup and call; log to whichever is current
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(_CurrentStdout())
+                handler.setStream(CurrentStdout())
         yield module
     finally:
         if hasattr(module, "metrics"):
             module.metrics.clear_metrics()
         module._service = None
         sys.modules.pop(module.__name__, None)
-        _reset_logger(SERVICE_NAME)
+        reset_logger(SERVICE_NAME)
 
 
 @pytest.fixture
@@ -143,31 +100,6 @@ def ctx_of(event: dict[str, Any]) -> CallContext:
 
 def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
     return dynamodb_client.scan(TableName=table)["Items"]
-
-
-def emf_documents(stdout: str) -> list[dict[str, Any]]:
-    docs = []
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            doc = json.loads(line)
-            if "_aws" in doc:
-                docs.append(doc)
-    return docs
-
-
-def emf_metric(docs: list[dict[str, Any]], name: str) -> list[tuple[dict[str, Any], Any]]:
-    """(metric directive, document) for every document that carries metric `name`."""
-    out = []
-    for doc in docs:
-        for directive in doc["_aws"]["CloudWatchMetrics"]:
-            for metric in directive["Metrics"]:
-                if metric["Name"] == name:
-                    out.append(({**directive, "Metric": metric}, doc))
-    return out
-
-
-def error_fields(response: dict[str, Any]) -> set[str]:
-    return {f["field"] for f in response["error"]["fields"]}
 
 
 # --- the sample events ------------------------------------------------------------------------

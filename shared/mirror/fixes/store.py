@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
-from mirror.reports.aws import client as aws_client
-from mirror.reports.aws import error_code
+from mirror.reports.aws import DynamoDBTable, error_code
 from mirror.reports.naming import DAY_S
 from mirror.state.base import number_to_str
 
@@ -92,19 +91,7 @@ def _attr(value: Any) -> dict[str, Any]:
     return {"S": str(value)}
 
 
-class FixStore:
-    def __init__(self, table_name: str, *, client: Any | None = None) -> None:
-        if not table_name:
-            raise ValueError("table_name is required")
-        self.table_name = table_name
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb", connect_timeout_s=1.0, read_timeout_s=3.0)
-        return self._client
-
+class FixStore(DynamoDBTable):
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         """None when the condition failed; TransientError for throttling and outages."""
         try:

@@ -8,7 +8,7 @@ module does not import boto3.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 _LOCK = threading.Lock()
 _SESSION: Any = None
@@ -45,3 +45,38 @@ def error_code(e: BaseException) -> str | None:
         code = (response.get("Error") or {}).get("Code")
         return str(code) if code else None
     return None
+
+
+
+class LazyClient:
+    """Owns a boto3 client of `service`, built on first use with these timeouts unless the
+    constructor was given one (`self._client`)."""
+
+    service: ClassVar[str]
+    connect_timeout_s: ClassVar[float] = 2.0
+    read_timeout_s: ClassVar[float] = 5.0
+    _client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = client(
+                self.service,
+                connect_timeout_s=self.connect_timeout_s,
+                read_timeout_s=self.read_timeout_s,
+            )
+        return self._client
+
+
+class DynamoDBTable(LazyClient):
+    """A DynamoDB table by name."""
+
+    service = "dynamodb"
+    connect_timeout_s = 1.0
+    read_timeout_s = 3.0
+
+    def __init__(self, table_name: str, *, client: Any | None = None) -> None:
+        if not table_name:
+            raise ValueError("table_name is required")
+        self.table_name = table_name
+        self._client = client

@@ -27,8 +27,7 @@ from hashlib import sha256
 from typing import Any
 from urllib.parse import quote
 
-from mirror.reports.aws import client as aws_client
-from mirror.reports.aws import error_code
+from mirror.reports.aws import DynamoDBTable, LazyClient, error_code
 from mirror.reports.models import CallReport, ReportEntry, TranscriptRef
 from mirror.state.base import number_to_str
 
@@ -85,19 +84,7 @@ def _n(v: float) -> dict[str, str]:
     return {"N": number_to_str(v)}
 
 
-class DynamoDBReportStore:
-    def __init__(self, table_name: str, *, client: Any | None = None) -> None:
-        if not table_name:
-            raise ValueError("table_name is required")
-        self.table_name = table_name
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb", connect_timeout_s=1.0, read_timeout_s=3.0)
-        return self._client
-
+class DynamoDBReportStore(DynamoDBTable):
     def _do(self, what: str, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
             return getattr(self.client, method)(TableName=self.table_name, **kwargs)
@@ -258,9 +245,12 @@ class DynamoDBReportStore:
         ]
 
 
-class S3TranscriptStore:
+class S3TranscriptStore(LazyClient):
     """Transcripts too large for the report item: `transcripts/{tenant}/{call}.json`. The key
     and the content are functions of the call, so a retried write puts the same object."""
+
+    service = "s3"
+    read_timeout_s = 10.0
 
     def __init__(self, bucket: str, *, client: Any | None = None, prefix: str = "transcripts/"):
         if not bucket:
@@ -268,12 +258,6 @@ class S3TranscriptStore:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("s3", connect_timeout_s=2.0, read_timeout_s=10.0)
-        return self._client
 
     def key(self, tenant_id: str, call_id: str) -> str:
         return f"{self.prefix}{quote(tenant_id, safe='')}/{quote(call_id, safe='')}.json"
@@ -313,21 +297,17 @@ class FixStart:
     this call created it: only that exactly one execution of the name exists."""
 
 
-class FixWorkflowStarter:
+class FixWorkflowStarter(LazyClient):
     """StartExecution of the FixPr state machine under a deterministic name: of any number of
     concurrent or repeated starts for one (agent, pattern, window), one execution runs."""
+
+    service = "stepfunctions"
 
     def __init__(self, state_machine_arn: str, *, client: Any | None = None) -> None:
         if ":stateMachine:" not in state_machine_arn:
             raise ValueError("state_machine_arn must be a Step Functions state machine ARN")
         self.state_machine_arn = state_machine_arn
         self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("stepfunctions", connect_timeout_s=2.0, read_timeout_s=5.0)
-        return self._client
 
     def execution_arn(self, name: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"

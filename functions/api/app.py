@@ -47,12 +47,13 @@ from mirror.calls import (
 )
 from mirror.config import config_for_event, config_from_env
 from mirror.correction import (
-    DEFAULT_LLM_TIMEOUT_S,
     CorrectionEvent,
     CorrectionResult,
     CorrectionService,
     GeneratedCorrection,
+    build_correction_llm,
     fallback_result,
+    llm_timeout_from_env,
 )
 from mirror.errors import error_response, validation_error_response
 from mirror.fixes.approval import FixApprovals, FixDecision, FixDecisionRequest
@@ -70,7 +71,6 @@ metrics = Metrics()
 tracer = Tracer(auto_patch=False)
 
 MAX_BODY_ENV = "MIRROR_API_MAX_BODY_BYTES"
-TIMEOUT_ENV = "CORRECTION_LLM_TIMEOUT_S"
 RESERVE_S = 0.75
 """Kept back from the invocation's remaining time for the store writes and the response."""
 TURN_ID_HEADER = "mirror-turn-id"
@@ -88,23 +88,10 @@ def _positive_int_env(name: str, default: int) -> int:
     return int(raw)
 
 
-def _llm_timeout_from_env() -> float:
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LLM_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 60:  # also false for nan
-        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds in (0, 60], not {raw!r}")
-    return value
-
-
 BASE_CONFIG = config_from_env()
 MAX_BODY_BYTES = _positive_int_env(MAX_BODY_ENV, 1_048_576)
 """A turn is a few kilobytes; a stateless caller's full history rarely reaches 1 MiB."""
-LLM_TIMEOUT_S = _llm_timeout_from_env()
+LLM_TIMEOUT_S = llm_timeout_from_env()
 
 
 # --- services: built on first use, one store (one DynamoDB client) for all ---------------------
@@ -156,18 +143,6 @@ def gate_service() -> GateService:
     return _gate
 
 
-def _build_llm(config: MirrorConfig) -> Any:
-    """The corrections' LLM client (None: templates only), as GenerateCorrection builds it."""
-    from mirror.llm import build_llm_client, llm_settings_from_env
-
-    try:
-        settings = config.llm or llm_settings_from_env()
-        return None if settings is None else build_llm_client(settings)
-    except Exception:  # a bad LLM setting must not take the spoken correction down with it
-        logger.exception("LLM client could not be built; corrections use templates only")
-        return None
-
-
 def _log_llm_error(e: BaseException) -> None:
     logger.warning("correction LLM failed", extra={"error_type": type(e).__name__})
 
@@ -177,7 +152,7 @@ def correction_service() -> CorrectionService:
     if _corrections is None:
         _corrections = CorrectionService(
             store(),
-            _build_llm(BASE_CONFIG),
+            build_correction_llm(BASE_CONFIG, logger),
             llm_timeout_s=LLM_TIMEOUT_S,
             on_llm_error=_log_llm_error,
         )

@@ -19,11 +19,13 @@ from pydantic import ValidationError
 
 from mirror.config import config_from_env
 from mirror.correction import (
-    DEFAULT_LLM_TIMEOUT_S,
+    LLM_TIMEOUT_ENV,
     CorrectionEvent,
     CorrectionService,
     GeneratedCorrection,
+    build_correction_llm,
     fallback_result,
+    llm_timeout_from_env,
 )
 from mirror.errors import validation_error_response
 from mirror.llm.base import LLMClient
@@ -36,22 +38,9 @@ metrics = Metrics()
 # botocore is patched for X-Ray when the store's client is built, not at import.
 tracer = Tracer(auto_patch=False)
 
-TIMEOUT_ENV = "CORRECTION_LLM_TIMEOUT_S"
+TIMEOUT_ENV = LLM_TIMEOUT_ENV
 RESERVE_S = 0.75
 """Kept back from the invocation's remaining time for the store writes and the response."""
-
-
-def llm_timeout_from_env() -> float:
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LLM_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 60:  # also false for nan
-        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds in (0, 60], not {raw!r}")
-    return value
 
 
 BASE_CONFIG = config_from_env()
@@ -61,17 +50,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 def build_llm(config: MirrorConfig) -> LLMClient | None:
-    """The LLM client from the config's `llm` settings or the standard env vars; None (templates
-    only) when none is configured or it cannot be built. Built on first use, never at import:
-    the adapters load their SDKs (openai, botocore's bedrock-runtime) only when configured."""
-    from mirror.llm import build_llm_client, llm_settings_from_env
-
-    try:
-        settings = config.llm or llm_settings_from_env()
-        return None if settings is None else build_llm_client(settings)
-    except Exception:  # a bad LLM setting must not take the spoken correction down with it
-        logger.exception("LLM client could not be built; corrections use templates only")
-        return None
+    return build_correction_llm(config, logger)
 
 
 def _log_llm_error(e: BaseException) -> None:

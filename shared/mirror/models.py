@@ -139,6 +139,10 @@ DEFAULT_IRREVERSIBLE_TOOLS: tuple[str, ...] = (
 """Glob patterns for tools that change state. Operators replace the list per tenant."""
 
 
+_DERIVED = ("fingerprint", "irreversible_pattern")
+"""MirrorConfig's cached properties."""
+
+
 class MirrorConfig(BaseModel):
     """A tenant's configuration. Every field is read by the judge, the store or the service."""
 
@@ -177,6 +181,21 @@ class MirrorConfig(BaseModel):
     def _directives_parse(cls, policies: list[str]) -> list[str]:
         compile_policies(policies)  # raises PolicyError (a ValueError) naming the policy
         return policies
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The config as JSON: the key judges (compiled policies, remote tiers) are reused
+        under, computed once per config object."""
+        return self.model_dump_json()
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy without the cached values derived from the fields (`fingerprint`,
+        `irreversible_pattern`): pydantic copies them along, and `update` may change what
+        they were derived from."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _DERIVED:
+            copied.__dict__.pop(name, None)
+        return copied
 
     @cached_property
     def irreversible_pattern(self) -> re.Pattern[str]:

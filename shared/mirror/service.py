@@ -54,7 +54,7 @@ class ScoreTurnService:
     def judge_for(self, config: MirrorConfig) -> Judge:
         """Judges (compiled policies, remote tiers) are reused per config for the container's
         life."""
-        key = config.model_dump_json()
+        key = config.fingerprint
         judge = self._judges.get(key)
         if judge is None:
             if len(self._judges) >= 64:

@@ -38,6 +38,17 @@ def test_irreversible_names_are_configurable() -> None:
     assert judge(t).decision == "block"
 
 
+def test_a_config_copy_derives_its_own_pattern_and_fingerprint() -> None:
+    base = MirrorConfig()
+    assert base.irreversible_pattern.match("place_order") and base.fingerprint  # cached now
+    copy = base.model_copy(update={"irreversible_tools": ["zap_*"]})
+    assert copy.irreversible_pattern.match("zap_it") and not copy.irreversible_pattern.match(
+        "place_order"
+    )
+    assert copy.fingerprint != base.fingerprint
+    assert copy.fingerprint == MirrorConfig(irreversible_tools=["zap_*"]).model_dump_json()
+
+
 def test_cooldown_suppresses_speech_only() -> None:
     j = Judge(MirrorConfig(policies=['FORBID "free"']))
     v = j.evaluate(RUDE, cooldown_active=True)

@@ -26,7 +26,7 @@ from mirror.judge.checks.retraction import active_retractions
 def test_numbers_are_whole_tokens_once_punctuation_is_trimmed(
     line: str, values: list[float]
 ) -> None:
-    assert tx.numbers(line) == values
+    assert [value for value, _, _ in tx.scan_numbers(line)] == values
 
 
 def test_counted_pairs_take_up_to_two_nouns_and_stop_at_a_number_or_function_word() -> None:

@@ -200,11 +200,6 @@ def scan_numbers(text: str) -> NumberScan:
     return out
 
 
-def numbers(text: str) -> list[float]:
-    """Each number token of lower-cased `text`, in order."""
-    return [value for value, _, _ in scan_numbers(text)]
-
-
 _NOT_NOUNS = frozenset(
     "and or of the a an to for in on at per each is are was were be it that this with by from "
     "percent dollars dollar usd".split()

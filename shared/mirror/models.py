@@ -139,8 +139,9 @@ DEFAULT_IRREVERSIBLE_TOOLS: tuple[str, ...] = (
 """Glob patterns for tools that change state. Operators replace the list per tenant."""
 
 
-_DERIVED = ("fingerprint", "irreversible_pattern")
+_DERIVED = ("fingerprint", "irreversible_pattern", "irreversible_by_name")
 """MirrorConfig's cached properties."""
+_NAME_MEMO_SIZE = 1024
 
 
 class MirrorConfig(BaseModel):
@@ -202,10 +203,22 @@ class MirrorConfig(BaseModel):
         """All the names and globs as one compiled pattern: checked on every tool call."""
         return re.compile("|".join(fnmatch.translate(p) for p in self.irreversible_tools) or "$^")
 
+    @cached_property
+    def irreversible_by_name(self) -> dict[str, bool]:
+        """`irreversible_pattern`'s answer per tool name, memoized: the same few names recur
+        on every turn (bounded by `_NAME_MEMO_SIZE`)."""
+        return {}
+
     def is_irreversible(self, call: ToolCall) -> bool:
         if call.irreversible is not None:
             return call.irreversible
-        return self.irreversible_pattern.match(call.name) is not None
+        memo = self.irreversible_by_name
+        known = memo.get(call.name)
+        if known is None:
+            known = self.irreversible_pattern.match(call.name) is not None
+            if len(memo) < _NAME_MEMO_SIZE:
+                memo[call.name] = known
+        return known
 
     def check_score(self, check: str, default: float) -> float:
         return self.check_scores.get(check, default)

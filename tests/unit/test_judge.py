@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from mirror.judge import Finding, Judge
-from mirror.models import MirrorConfig, TierTimeouts, Turn
+from mirror.models import MirrorConfig, TierTimeouts, ToolCall, Turn
 from tests.unit.judge_helpers import call, judge, turn
 
 UNCONFIRMED = turn(("customer", "Cancel order #W1."), calls=[call("cancel_order", order_id="#W1")])
@@ -40,11 +40,13 @@ def test_irreversible_names_are_configurable() -> None:
 
 def test_a_config_copy_derives_its_own_pattern_and_fingerprint() -> None:
     base = MirrorConfig()
-    assert base.irreversible_pattern.match("place_order") and base.fingerprint  # cached now
+    order = ToolCall(id="c1", name="place_order", args={})
+    assert base.is_irreversible(order) and base.fingerprint  # cached and memoized now
     copy = base.model_copy(update={"irreversible_tools": ["zap_*"]})
     assert copy.irreversible_pattern.match("zap_it") and not copy.irreversible_pattern.match(
         "place_order"
     )
+    assert not copy.is_irreversible(order) and base.is_irreversible(order)
     assert copy.fingerprint != base.fingerprint
     assert copy.fingerprint == MirrorConfig(irreversible_tools=["zap_*"]).model_dump_json()
 

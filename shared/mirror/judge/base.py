@@ -48,12 +48,12 @@ class Check(Protocol):
 
 NUMBER_TYPES = (int, float)
 """For isinstance on hot paths: a tuple, not `int | float`, which builds a union each time."""
+CONTAINER_TYPES = (dict, list)
+"""Arguments whose scalars `arg_values` walks."""
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_ID_KEY_WORDS = frozenset(
-    "id ids zip zipcode postcode code number reference account".split()
-)
+_ID_KEY_WORDS = frozenset("id ids zip zipcode postcode code number reference account".split())
 
 
 @dataclass(slots=True)
@@ -93,7 +93,7 @@ def arg_values(args: dict[str, Any]) -> Iterator[ArgValue]:
     """Every scalar in a tool call's arguments, with the key that names it: the last argument
     first, each nested container depth-first. Scalars skip the stack (most arguments are)."""
     for key, value in reversed(args.items()):
-        if not isinstance(value, _CONTAINERS):
+        if not isinstance(value, CONTAINER_TYPES):
             yield ArgValue(key, key, value, classify(key, value))
             continue
         stack: list[tuple[str, str, Any, str | None]] = [(key, key, value, None)]
@@ -105,9 +105,6 @@ def arg_values(args: dict[str, Any]) -> Iterator[ArgValue]:
                 stack.extend((f"{path}[{i}]", k, cv, path) for i, cv in enumerate(v))
             else:
                 yield ArgValue(path, k, v, classify(k, v), list_path)
-
-
-_CONTAINERS = (dict, list)
 
 
 _NOT_LETTERS = re.compile(r"[^a-z]+")

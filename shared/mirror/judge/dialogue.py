@@ -91,8 +91,11 @@ class Utterance:
 
 class Dialogue:
     __slots__ = (
-        "turn", "utterances", "callers", "caller_lines", "tool_outputs", "_last", "__dict__",
+        "turn", "utterances", "callers", "caller_lines", "tool_outputs", "_last",
+        "_caller_text", "_caller_alnum", "_tool_text", "_agent", "_caller_numbers", "__dict__",
     )  # fmt: skip
+    # The views every turn uses are slots filled on first use; a `cached_property` (the rest)
+    # costs a Python-level `__get__` and an instance dict on that first use.
 
     def __init__(self, turn: Turn) -> None:
         """One pass over the history: every turn needs its caller lines and its last words."""
@@ -130,29 +133,42 @@ class Dialogue:
         self.caller_lines = [u.text for u in callers]
         self.tool_outputs = tool_outputs
         self._last = last
+        self._caller_text: str | None = None
+        self._caller_alnum: str | None = None
+        self._tool_text: str | None = None
+        self._agent: Utterance | None = None
+        self._caller_numbers: set[float] | None = None
 
     # -- messages ---------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def caller_text(self) -> str:
-        return "\n".join(self.caller_lines)
+        if self._caller_text is None:
+            self._caller_text = "\n".join(self.caller_lines)
+        return self._caller_text
 
-    @cached_property
+    @property
     def caller_alnum(self) -> str:
-        return "|".join(u.alnum for u in self.callers)
+        if self._caller_alnum is None:
+            self._caller_alnum = "|".join(u.alnum for u in self.callers)
+        return self._caller_alnum
 
-    @cached_property
+    @property
     def tool_text(self) -> str:
-        return "\n".join(self.tool_outputs).lower()
+        if self._tool_text is None:
+            self._tool_text = "\n".join(self.tool_outputs).lower()
+        return self._tool_text
 
     @cached_property
     def _tool_lowers(self) -> list[str]:
         return [t.lower() for t in self.tool_outputs]
 
-    @cached_property
+    @property
     def agent(self) -> Utterance:
         """The agent's planned words for this turn."""
-        return Utterance("agent", self.turn.agent_text.lower())
+        if self._agent is None:
+            self._agent = Utterance("agent", self.turn.agent_text.lower())
+        return self._agent
 
     def last_meaningful(self) -> tuple[str, str] | None:
         """(role, text) of the newest caller line or agent line with words (tool traffic
@@ -172,9 +188,11 @@ class Dialogue:
             return needle in self.tool_text
         return tx.contains_phrase(self.tool_text, needle)
 
-    @cached_property
+    @property
     def caller_numbers(self) -> set[float]:
-        return {v for u in self.callers for v, _, _ in u.numbers}
+        if self._caller_numbers is None:
+            self._caller_numbers = {v for u in self.callers for v, _, _ in u.numbers}
+        return self._caller_numbers
 
     @cached_property
     def tool_numbers(self) -> set[float]:

@@ -41,9 +41,7 @@ _MONTHS = {
 }  # fmt: skip
 _MONTH_ALT = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _DATE_ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-_DATE_MDY = re.compile(
-    rf"\b({_MONTH_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b"
-)
+_DATE_MDY = re.compile(rf"\b({_MONTH_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b")
 _DATE_DMY = re.compile(
     rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH_ALT})\.?(?:,?\s+(\d{{4}}))?\b"
 )
@@ -173,15 +171,28 @@ def digit_numbers(text: str) -> set[float]:
 
 _PUNCTUATION = "\"'“”‘’.,!?;:()[]{}*"
 _P = re.escape(_PUNCTUATION)
-_NUMBER_CORE = (
-    rf"\s[{_P}]*(?:\$*(\d[\d,]*(?:\.\d+)?)|({'|'.join(sorted(_COUNTABLE_WORDS, key=len)[::-1])}))"
-    rf"[{_P}]*(?=\s"
+
+
+def _by_first_letter(words: list[str]) -> str:
+    """An alternation of `words` grouped by first letter ('t(?:welve|hree|wo|en)|s(?:ix)'):
+    the regex engine tries one branch per letter, not one per word. Longest first within a
+    group, so 'seventeen' would win over 'seven'."""
+    groups: dict[str, list[str]] = {}
+    for w in sorted(words, key=len, reverse=True):
+        groups.setdefault(w[0], []).append(re.escape(w[1:]))
+    return "|".join(f"{re.escape(c)}(?:{'|'.join(rest)})" for c, rest in sorted(groups.items()))
+
+
+_NUMBER = re.compile(
+    rf"\s[{_P}]*(?=[$\d{''.join(sorted({w[0] for w in _COUNTABLE_WORDS}))}])"
+    rf"(?:\$*(\d[\d,]*(?:\.\d+)?)|({_by_first_letter(list(_COUNTABLE_WORDS))}))"
+    rf"[{_P}]*(?=\s\s*(\S*)\s*(\S*))"
 )
-_NUMBER = re.compile(_NUMBER_CORE + r"\s*(\S*)\s*(\S*))")
 """A whitespace-delimited token that is a number once quotes and punctuation are trimmed
 ('$1,126.04', '(2)', 'two,'), and the two tokens after it, looked ahead at and not consumed
 ('2 3 bags' has two numbers). It starts on a whitespace character, so the regex engine skips
-from space to space in C instead of trying every position; texts are padded with a space."""
+from space to space in C instead of trying every position; a token whose first character
+cannot start a number is given up at once; texts are padded with a space."""
 
 _WORD_VALUES = {w: float(v) for w, v in _COUNTABLE_WORDS.items()}
 
@@ -211,8 +222,8 @@ def counted_pairs(scan: NumberScan) -> list[tuple[float, str, int]]:
     up-to-two words right after it: '2 checked bags' gives (2, 'checked', 0) and (2, 'bag', 0).
     A following number or a function word ends the run."""
     pairs: list[tuple[float, str, int]] = []
-    for i, (value, *after) in enumerate(scan):
-        for raw in after:
+    for i, (value, first, second) in enumerate(scan):
+        for raw in (first, second):
             noun = raw.strip(_PUNCTUATION)
             if (
                 not noun

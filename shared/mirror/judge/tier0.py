@@ -10,13 +10,8 @@ from mirror.policy import CompiledPolicies
 
 
 def run_tier0(turn: Turn, config: MirrorConfig, policies: CompiledPolicies) -> list[Finding]:
-    inp = CheckInput(
-        turn=turn,
-        dialogue=Dialogue(turn),
-        config=config,
-        policies=policies,
-        irreversible=[c for c in turn.tool_calls if config.is_irreversible(c)],
-    )
+    irreversible = [c for c in turn.tool_calls if config.is_irreversible(c)]
+    inp = CheckInput(turn, Dialogue(turn), config, policies, irreversible)
     findings: list[Finding] = []
     for check in TIER0_CHECKS:
         findings.extend(check.run(inp))

@@ -8,6 +8,8 @@ contradicts `quantity: 1`.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+from functools import lru_cache
 from typing import Any
 
 from mirror.judge import text as tx
@@ -19,14 +21,14 @@ _GENERIC = frozenset(
 _QUANTITY_KEYS = frozenset({"quantity", "qty", "count"})
 
 
-def _same_thing(noun: str, words: set[str]) -> bool:
+def _same_thing(noun: str, words: AbstractSet[str]) -> bool:
     return any(
         len(noun) >= 3 and len(w) >= 3 and (w.startswith(noun) or noun.startswith(w)) for w in words
     )
 
 
 def _stated(
-    pairs: list[tuple[float, str, int]], words: set[str], *, all_words: bool = False
+    pairs: list[tuple[float, str, int]], words: AbstractSet[str], *, all_words: bool = False
 ) -> list[float]:
     """Numbers counting `words`; with `all_words`, the words after the number must cover every
     key word ("2 checked bags" does not state `nonfree_baggages`)."""
@@ -55,16 +57,12 @@ class AmountConsistency:
             for key, value in call.args.items():
                 if type(value) not in NUMBER_TYPES:  # exact types: bool is not an amount
                     continue
-                kw = key_words(key)
-                quantity = not _QUANTITY_KEYS.isdisjoint(kw)
-                words = {tx.stem(w) for w in kw} - _GENERIC
+                words, heads, quantity = _key_words(key)
                 if quantity:
-                    words |= _item_words(call.args)
+                    words = words | _item_words(call.args)
+                    heads = _heads(words)
                 if not words:
                     continue
-                # A noun pairs with a word when one is a prefix of the other, both 3+ letters:
-                # so their first three letters are in the line, or no pair can match.
-                heads = {w[:3] for w in words if len(w) >= 3}
                 for u in reversed(d.utterances):
                     text = u.text
                     for h in heads:
@@ -117,6 +115,22 @@ class AmountConsistency:
                     )
                     return found
         return found
+
+
+@lru_cache(maxsize=4096)
+def _key_words(key: str) -> tuple[frozenset[str], frozenset[str], bool]:
+    """What an argument key counts ('total_baggages' -> {'baggag'}), the first three letters
+    of those words, and whether the key is a quantity (which counts the call's items). Keys
+    are the tools' schema, not what anyone said: the same few recur on every turn."""
+    kw = key_words(key)
+    words = frozenset(tx.stem(w) for w in kw) - _GENERIC
+    return words, _heads(words), not _QUANTITY_KEYS.isdisjoint(kw)
+
+
+def _heads(words: AbstractSet[str]) -> frozenset[str]:
+    """A noun pairs with a word when one is a prefix of the other, both 3+ letters: so their
+    first three letters are in the line, or no pair can match."""
+    return frozenset(w[:3] for w in words if len(w) >= 3)
 
 
 def _item_words(args: dict[str, Any]) -> set[str]:

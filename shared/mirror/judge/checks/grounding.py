@@ -3,23 +3,33 @@ the caller's words or a tool's output. The agent's own words ground nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from mirror.judge import text as tx
-from mirror.judge.base import ArgValue, CheckInput, Finding, arg_values, key_words, short
+from mirror.judge.base import (
+    CONTAINER_TYPES,
+    ArgValue,
+    CheckInput,
+    Finding,
+    arg_values,
+    classify,
+    key_words,
+    short,
+)
 from mirror.judge.dialogue import Dialogue, id_key
 
 _USER_KEYS = {"user", "customer", "account", "member"}
 _CHECKED = frozenset({"id", "email", "date", "number"})
 
 
-def is_grounded(d: Dialogue, arg: ArgValue) -> bool:
-    v = arg.value
-    if arg.kind == "id":
-        key = id_key(v)
-        return d.said_by_caller(key) or d.returned_by_tool(v)
-    if arg.kind == "email":
+def is_grounded(d: Dialogue, kind: str, v: Any) -> bool:
+    if kind == "id":
+        return d.said_by_caller(id_key(v)) or d.returned_by_tool(v)
+    if kind == "email":
         e = v.lower()
         return e in d.caller_emails or e in d.tool_text
-    if arg.kind == "date":
+    if kind == "date":
         if v in d.tool_text:
             return True
         ymd = tx.parse_iso_date(v)
@@ -27,7 +37,7 @@ def is_grounded(d: Dialogue, arg: ArgValue) -> bool:
             return False
         y, m, day = ymd
         return (y, m, day) in d.caller_dates or (None, m, day) in d.caller_dates
-    if arg.kind == "number":
+    if kind == "number":
         if abs(v) <= 1:
             return True  # 0 and 1 are defaults ("a pizza", "no bags"), not claims
         return float(v) in d.caller_numbers or float(v) in d.tool_numbers
@@ -40,23 +50,30 @@ class Grounding:
 
     def run(self, inp: CheckInput) -> list[Finding]:
         found: list[Finding] = []
+        d = inp.dialogue
         for call in inp.irreversible:
-            for arg in arg_values(call.args):
-                if arg.kind not in _CHECKED:
-                    continue
-                if is_grounded(inp.dialogue, arg):
-                    continue
-                code = "other_user" if _USER_KEYS & set(key_words(arg.key)) else "ungrounded_value"
-                if arg.kind == "number":
-                    code = "wrong_amount"
-                found.append(
-                    Finding(
-                        self.id,
-                        code,
-                        inp.config.check_score(self.id, self.default_score),
-                        f"{call.name}.{arg.path}={short(arg.value)!s} appears nowhere in what the "
-                        "caller said or a tool returned",
-                        call.id,
-                    )
-                )
+            for key, value in reversed(call.args.items()):
+                if isinstance(value, CONTAINER_TYPES):
+                    args: Iterable[ArgValue] = arg_values({key: value})
+                else:  # most arguments: no ArgValue unless it is ungrounded
+                    kind = classify(key, value)
+                    if kind not in _CHECKED or is_grounded(d, kind, value):
+                        continue
+                    args = (ArgValue(key, key, value, kind),)
+                for arg in args:
+                    if arg.kind in _CHECKED and not is_grounded(d, arg.kind, arg.value):
+                        found.append(self._finding(inp, call.name, call.id, arg))
         return found
+
+    def _finding(self, inp: CheckInput, name: str, call_id: str, arg: ArgValue) -> Finding:
+        code = "other_user" if _USER_KEYS & set(key_words(arg.key)) else "ungrounded_value"
+        if arg.kind == "number":
+            code = "wrong_amount"
+        return Finding(
+            self.id,
+            code,
+            inp.config.check_score(self.id, self.default_score),
+            f"{name}.{arg.path}={short(arg.value)!s} appears nowhere in what the caller said or "
+            "a tool returned",
+            call_id,
+        )

@@ -106,7 +106,7 @@ def retractions(line: str) -> list[Retracted]:
 
 def active_retractions(caller_lines: list[str]) -> list[Retracted]:
     """Retractions still in force: a word the caller says again later is no longer retracted."""
-    joined = "\n".join(caller_lines)
+    joined = caller_lines[0] if len(caller_lines) == 1 else "\n".join(caller_lines)
     if _MARKER.search(joined) is None and (
         "instead" not in joined or _INSTEAD_OF.search(joined) is None
     ):

@@ -20,8 +20,10 @@ class OperatorRules:
 
     def run(self, inp: CheckInput) -> list[Finding]:
         found: list[Finding] = []
+        if not inp.policies.rules:
+            return found
         agent = inp.turn.agent_text.lower()
-        if not agent or not inp.policies.rules:
+        if not agent:
             return found
         caller = inp.dialogue.caller_lines[-1] if inp.dialogue.caller_lines else ""
         for rule in inp.policies.rules:

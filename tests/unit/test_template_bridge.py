@@ -264,14 +264,14 @@ def test_container_environment_names_this_stacks_resources(resources: dict[str, 
     assert "PLIVO_AUTH_TOKEN" not in env
     secrets = {s["Name"]: s["ValueFrom"] for s in c["Secrets"]}
     assert secrets == {"PLIVO_AUTH_TOKEN": ref("PlivoAuthTokenSecretArn")}
+    # The REST Speak fallback (one-way streams) needs the account's Auth ID beside the token.
+    assert env["PLIVO_AUTH_ID"] == ref("PlivoAuthId")
 
 
 def test_container_environment_satisfies_the_bridge_settings(
     resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bridge validates its settings at start-up: what the task gives it must pass."""
-    if not SETTINGS_PY.exists():
-        pytest.skip("bridge/mirror_bridge/settings.py not written yet")
     spec = importlib.util.spec_from_file_location("_bridge_settings_under_test", SETTINGS_PY)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

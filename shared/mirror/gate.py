@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mirror.config import config_for_event
-from mirror.judge import Finding, Judge, RemoteTier
+from mirror.judge import Finding, Judge, JudgeCache, RemoteTier
 from mirror.judge.dialogue import caller_line_is_current
 from mirror.llm.base import LLMTimeout
 from mirror.models import (
@@ -360,7 +360,7 @@ class GateService:
         self.spoken_lines = {**DEFAULT_SPOKEN_LINES, **(spoken_lines or {})}
         self.clock = clock
         self.persistence = persistence
-        self._judges: dict[str, Judge] = {}
+        self._judges = JudgeCache(lambda _config: self.remote_tiers)
         self._idempotency_config: Any = None
         self._decide: Callable[..., dict[str, Any]] = self._decide_call
         if persistence is not None:
@@ -385,14 +385,7 @@ class GateService:
             )
 
     def judge_for(self, config: MirrorConfig) -> Judge:
-        """Judges (compiled policies) are reused per config for the container's life."""
-        key = config.fingerprint
-        judge = self._judges.get(key)
-        if judge is None:
-            if len(self._judges) >= 64:
-                self._judges.clear()
-            judge = self._judges[key] = Judge(config, self.remote_tiers)
-        return judge
+        return self._judges.get(config)
 
     @staticmethod
     def config_for(base: MirrorConfig, event: GateToolEvent) -> MirrorConfig:

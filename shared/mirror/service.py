@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mirror.judge import Judge
+from mirror.judge import Judge, JudgeCache
 from mirror.judge.dialogue import caller_line_is_current
 from mirror.judge.judge import RemoteTier
 from mirror.models import (
@@ -49,18 +49,13 @@ class ScoreTurnService:
     remote_tiers_for: Callable[[MirrorConfig], Sequence[RemoteTier]] = no_remote_tiers
     """Builds a config's remote tiers (`mirror.llm.build_remote_tiers` in the functions);
     called once per config, so SDK imports and clients are paid before any timeout starts."""
-    _judges: dict[str, Judge] = field(default_factory=dict, repr=False)
+    _judges: JudgeCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._judges = JudgeCache(self.remote_tiers_for)
 
     def judge_for(self, config: MirrorConfig) -> Judge:
-        """Judges (compiled policies, remote tiers) are reused per config for the container's
-        life."""
-        key = config.fingerprint
-        judge = self._judges.get(key)
-        if judge is None:
-            if len(self._judges) >= 64:
-                self._judges.clear()
-            judge = self._judges[key] = Judge(config, self.remote_tiers_for(config))
-        return judge
+        return self._judges.get(config)
 
     def score(
         self,

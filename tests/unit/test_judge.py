@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mirror.judge import Finding, Judge
+from mirror.judge import Finding, Judge, JudgeCache
 from mirror.models import MirrorConfig, TierTimeouts, ToolCall, Turn
 from tests.unit.judge_helpers import call, judge, turn
 
@@ -161,3 +161,13 @@ def test_scripted_lines_need_a_quoted_sentence() -> None:
     assert compiled.scripted == {"thanks for calling acme goodbye now"}
     assert not compiled.is_scripted("basic")
     assert compiled.is_scripted("Thanks for calling Acme — goodbye now!")
+
+
+def test_judge_cache_builds_one_judge_per_config_and_stays_bounded() -> None:
+    built: list[MirrorConfig] = []
+    cache = JudgeCache(lambda cfg: built.append(cfg) or (), size=2)
+    a, b, c = (MirrorConfig(tenant_id=t) for t in ("a", "b", "c"))
+    assert cache.get(a) is cache.get(MirrorConfig(tenant_id="a"))  # same fingerprint
+    assert cache.get(b).config is b and built == [a, b] and len(cache) == 2
+    cache.get(c)  # full: starts over with c
+    assert len(cache) == 1 and cache.get(a).config is a and built == [a, b, c, a]

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from mirror.judge.base import Finding
-from mirror.judge.judge import Judge, RemoteTier
+from mirror.judge.judge import Judge, JudgeCache, RemoteTier
 
-__all__ = ["Finding", "Judge", "RemoteTier"]
+__all__ = ["Finding", "Judge", "JudgeCache", "RemoteTier"]

@@ -8,7 +8,7 @@ allowed (fail open, counted in `failed_tiers`) and holds irreversible calls when
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from mirror.judge.base import Finding
@@ -165,6 +165,31 @@ class Judge:
             buffer_text=self.config.buffer_text if decision == "intervene" else None,
             cooldown_suppressed=suppressed,
         )
+
+
+class JudgeCache:
+    """Judges (compiled policies, remote tiers) kept per config for the container's life:
+    built on a config's first turn, looked up by its fingerprint after that. At most `size`
+    are kept; a container serving more configs than that starts over."""
+
+    def __init__(
+        self, tiers_for: Callable[[MirrorConfig], Sequence[RemoteTier]], size: int = 64
+    ) -> None:
+        self._tiers_for = tiers_for
+        self._size = size
+        self._judges: dict[str, Judge] = {}
+
+    def __len__(self) -> int:
+        return len(self._judges)
+
+    def get(self, config: MirrorConfig) -> Judge:
+        key = config.fingerprint
+        judge = self._judges.get(key)
+        if judge is None:
+            if len(self._judges) >= self._size:
+                self._judges.clear()
+            judge = self._judges[key] = Judge(config, self._tiers_for(config))
+        return judge
 
 
 def _unique(ids: Iterable[str | None]) -> list[str]:

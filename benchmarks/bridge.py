@@ -83,6 +83,9 @@ LATE_S = 0.020
 MISTAKE_CUSTOMER = "I'd like a large pepperoni, actually make it medium, and a garlic bread."
 MISTAKE_AGENT = "One large pepperoni pizza and a garlic bread, coming right up."
 
+DEPLOYED_WS = "mirror_bridge.plivo_socket:PlivoWebSocketProtocol"
+"""uvicorn's `ws` as the image runs it (`plivo_socket.WS_PROTOCOL`; a test keeps them equal)."""
+
 TARGETS: dict[str, float] = {
     "calls": 200,
     "relay_p99_ms": 5.0,
@@ -820,8 +823,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a cProfile of the bridge process here")
     parser.add_argument(
         "--ws",
-        default="auto",
-        help="uvicorn's WebSocket implementation (default: auto, as deployed)",
+        default=DEPLOYED_WS,
+        help="uvicorn's WebSocket implementation (default: the bridge's, as deployed; auto: "
+        "uvicorn's own, without the relay's push path)",
     )
     parser.add_argument(
         "--loop",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mirror_bridge.plivo_socket import WS_PROTOCOL
 from mirror_bridge.settings import Settings
 from mirror_bridge.wiring import build_app as build_supervised_app
 
@@ -39,6 +40,7 @@ def main() -> None:
         factory=True,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8080")),
+        ws=WS_PROTOCOL,  # uvicorn's own, plus the relay's push path (mirror_bridge.plivo_socket)
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level=os.environ.get("LOG_LEVEL", "INFO").lower(),

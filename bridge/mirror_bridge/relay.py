@@ -1,12 +1,18 @@
 """The per-call relay between Plivo's stream socket and the team's agent socket.
 
-Four tasks per call, so one slow side never stalls the other: a reader and a writer per socket.
-Readers hand every event to the call's session (`CallSessionLike`); writers drain bounded queues
-(`Settings.queue_size` frames), so a stalled peer applies back-pressure to its own direction only
-and nothing buffers without bound. The relay itself forwards exactly two things: Plivo's `start`
-(before `session.on_start`) and `stop` (before `session.close("stop")`) go to the agent as they
-came. Everything else goes through the session, which decides what to forward and when (the
-intervention engine holds and drops agent audio; `PassThroughSession` forwards it all).
+Each socket's messages are handed to the call's session (`CallSessionLike`) in order, one
+direction never waiting for the other: a session call that has to wait holds back only the
+socket it came from (its reading pauses: back-pressure on that peer). Both sockets deliver by
+push when they can (`framing`: the agent's `agent_socket.AgentConnection`, and Plivo's under
+uvicorn with `plivo_socket.PlivoWebSocketProtocol`): each message is handled from the
+transport's `data_received`, with no task wake-up per frame; any other socket is read by a task.
+Writers send to bounded queues (`Settings.queue_size` frames), so a stalled peer applies
+back-pressure to its own direction only and nothing buffers without bound; a message for an
+idle socket goes straight to its transport. The relay itself forwards exactly two things:
+Plivo's `start` (before `session.on_start`) and `stop` (before `session.close("stop")`) go to
+the agent as they came. Everything else goes through the session, which decides what to forward
+and when (the intervention engine holds and drops agent audio; `PassThroughSession` forwards it
+all).
 
 Frames forwarded unchanged go out as the text they came in as (`plivo_protocol.Frame`): no
 second `json.dumps` on the hot path. A session may hand a message over without awaiting
@@ -17,8 +23,8 @@ warmed handlers, ~160k objects): a full collection then walks only what the call
 it no longer stalls every call's audio (60 loopback calls: ~90 ms per full collection before,
 ~2 ms after).
 
-The readers call the session inline, so its view of each direction stays in order (a
-`mirror.turn` is registered before the audio that follows it). Session methods therefore return
+The session is called inline, so its view of each direction stays in order (a `mirror.turn` is
+registered before the audio that follows it). Session methods therefore return
 at once and do slow work (ScoreTurn, GateTool, speech) in tasks of their own; a Mirror message
 that still takes longer than `Settings.mirror_dispatch_s` is left to finish in the background
 (counted as `agent_mirror_slow`) and the agent's audio reads on.
@@ -31,14 +37,12 @@ import contextlib
 import gc
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import websockets
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 
 from mirror.models import CallContext as MirrorCallContext
 from mirror_bridge.agent_protocol import (
@@ -48,6 +52,8 @@ from mirror_bridge.agent_protocol import (
     is_mirror,
     parse_mirror_message,
 )
+from mirror_bridge.agent_socket import connect_agent
+from mirror_bridge.framing import FrameHandler, Message, PushSocket
 from mirror_bridge.plivo_protocol import (
     OUTBOUND_EVENTS,
     MediaFormat,
@@ -61,6 +67,7 @@ from mirror_bridge.plivo_protocol import (
     parse_event,
     wire_text,
 )
+from mirror_bridge.plivo_socket import push_socket
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import TenantConfig, TenantDirectory, normalize_number
 
@@ -158,7 +165,17 @@ def pass_through(ctx: CallContext, io: SessionIO) -> CallSessionLike:
     return PassThroughSession(ctx, io)
 
 
-AgentConnector = Callable[[str, dict[str, str]], Awaitable[ClientConnection]]
+class AgentSocket(Protocol):
+    """The agent connection as the relay uses it: `send`, `close`, and its messages either by
+    push (a `framing.PushSocket`, as `agent_socket.AgentConnection` delivers them) or by
+    `async for` (any websockets-like connection)."""
+
+    async def send(self, message: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+AgentConnector = Callable[[str, dict[str, str]], Awaitable[AgentSocket]]
 
 _heap_frozen = False
 
@@ -177,32 +194,37 @@ def freeze_startup_heap() -> bool:
 
 
 def agent_connector(settings: Settings) -> AgentConnector:
-    async def connect(url: str, headers: dict[str, str]) -> ClientConnection:
-        return await ws_connect(
-            url,
-            additional_headers=headers or None,
-            open_timeout=settings.agent_connect_timeout_s,
-            max_queue=settings.queue_size,
-            max_size=2**20,
-            compression=None,  # 20 ms frames: deflate costs latency and buys little
-        )
+    async def connect(url: str, headers: dict[str, str]) -> AgentSocket:
+        return await connect_agent(url, headers, open_timeout=settings.agent_connect_timeout_s)
 
     return connect
+
+
+def _push_socket(conn: Any) -> PushSocket | None:
+    return conn if callable(getattr(conn, "start_delivery", None)) else None
 
 
 class _Writer:
     """One socket's outgoing messages, in order, at most `size` of them waiting. Messages go out
     as `wire_text` (a received frame as it came).
 
-    A message for an idle socket is sent at once, in an eager task: when the socket takes it
-    without waiting (the usual case: the transport buffers it) nothing is scheduled on the
-    loop and the caller goes on. While a send waits (a slow peer: the transport's buffer is
-    full), later messages queue behind it and that task sends them in order; when `size` are
-    waiting, `offer` says no and `put` waits for room (back-pressure on this direction only)."""
+    A message for an idle socket is written at once: with `write_now` (a push socket's: the
+    transport takes it, or it says no) nothing else happens; otherwise it is sent in an eager
+    task, which schedules nothing when the socket takes it without waiting. While a send waits
+    (a slow peer: the transport's buffer is full), later messages queue behind it and that task
+    sends them in order; when `size` are waiting, `offer` says no and `put` waits for room
+    (back-pressure on this direction only)."""
 
-    def __init__(self, name: str, send: Callable[[str], Awaitable[None]], size: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        send: Callable[[str], Awaitable[None]],
+        size: int,
+        write_now: Callable[[str], bool] | None = None,
+    ) -> None:
         self.name = name
         self._send = send
+        self._write_now = write_now
         self._size = size
         self._loop = asyncio.get_running_loop()
         self._pending: deque[str] = deque()
@@ -251,6 +273,15 @@ class _Writer:
         self._push(text)
 
     def _push(self, text: str) -> None:
+        if not self._busy and (write_now := self._write_now) is not None:
+            try:
+                if write_now(text):
+                    self.sent += 1
+                    return
+            except Exception as e:  # as a failed send
+                log.info("%s write failed (%s); dropping further frames", self.name, e)
+                self._give_up()
+                return
         self._pending.append(text)
         if not self._busy:
             task = asyncio.Task(self._drain(), loop=self._loop, eager_start=True)
@@ -317,7 +348,15 @@ class RelayStats:
 
 
 class CallRelay:
-    """One call: wait for `start`, resolve the tenant, connect the agent, relay until an end."""
+    """One call: wait for `start`, resolve the tenant, connect the agent, relay until an end.
+
+    While the call runs, each socket's messages go to a handler (`_plivo_handler`,
+    `_agent_handler`) that does the decoding and checks at once and calls the session in an
+    eager task: the handler returns None when that finished at once (the usual case), or the
+    task, and the socket delivers nothing more until it is done (so each direction stays in
+    order, and a slow session holds back only its own socket). A push socket (`framing`: the
+    agent's `AgentConnection`, Plivo's under `PlivoWebSocketProtocol`) calls the handler from
+    its transport's callbacks; any other socket is read by a task that calls it."""
 
     def __init__(
         self,
@@ -336,37 +375,51 @@ class CallRelay:
         self.session: CallSessionLike | None = None
         self.end_reason: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._ended: asyncio.Future[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- Plivo side --------------------------------------------------------------------------
+
+    def _plivo_event(self, frame: Message) -> PlivoEvent | None:
+        """The frame's event, or None when it is skipped (logged and counted)."""
+        if type(frame) is not str:
+            self.stats.skipped["plivo_binary"] += 1
+            log.info("skipped a binary frame from Plivo (%d bytes)", len(frame))
+            return None
+        try:
+            event = parse_event(decode_frame(frame))
+        except PlivoProtocolError as e:
+            self.stats.skipped["plivo_malformed"] += 1
+            log.warning("skipped a malformed Plivo frame: %s (%.80r)", e, frame)
+            return None
+        self.stats.plivo_frames[event.event] += 1
+        if isinstance(event, UnknownEvent):
+            self.stats.skipped["plivo_unknown"] += 1
+            log.info("skipped unknown Plivo event %r", event.event)
+            return None
+        return event
 
     async def _next_plivo_event(self) -> PlivoEvent | None:
         """The next usable event, or None when the socket closed. Bad frames are skipped."""
         while True:
-            try:
-                message = await self.plivo.receive()
-            except (WebSocketDisconnect, RuntimeError):
+            frame = await self._receive_plivo()
+            if frame is None:
                 return None
-            if message["type"] == "websocket.disconnect":
-                return None
-            text = message.get("text")
-            if text is None:
-                self.stats.skipped["plivo_binary"] += 1
-                log.info(
-                    "skipped a binary frame from Plivo (%d bytes)", len(message["bytes"] or b"")
-                )
-                continue
-            try:
-                event = parse_event(decode_frame(text))
-            except PlivoProtocolError as e:
-                self.stats.skipped["plivo_malformed"] += 1
-                log.warning("skipped a malformed Plivo frame: %s (%.80r)", e, text)
-                continue
-            self.stats.plivo_frames[event.event] += 1
-            if isinstance(event, UnknownEvent):
-                self.stats.skipped["plivo_unknown"] += 1
-                log.info("skipped unknown Plivo event %r", event.event)
-                continue
-            return event
+            event = self._plivo_event(frame)
+            if event is not None:
+                return event
+
+    async def _receive_plivo(self) -> Message | None:
+        """The next frame through ASGI, or None when the socket closed."""
+        try:
+            message = await self.plivo.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
 
     async def _resolve_tenant(self, start: StartEvent) -> tuple[str | None, TenantConfig | None]:
         number = start.extra_headers.get(NUMBER_HEADER)
@@ -382,80 +435,104 @@ class CallRelay:
             )
         return number, None
 
-    async def _plivo_reader(self, session: CallSessionLike, agent: _Writer) -> str:
-        while True:
-            event = await self._next_plivo_event()
+    def _plivo_handler(self, session: CallSessionLike, agent: _Writer) -> FrameHandler:
+        def on_plivo_frame(frame: Message) -> asyncio.Future[Any] | None:
+            if self._over():
+                return None
+            event = self._plivo_event(frame)
             if event is None:
-                return "plivo_closed"
+                return None
             if isinstance(event, StartEvent):
                 self.stats.skipped["plivo_duplicate_start"] += 1
                 log.warning("skipped a second start on stream %s", event.stream_id)
-                continue
+                return None
             if isinstance(event, StopEvent):
-                await agent.put(event.raw)
-                return "stop"
-            try:
-                await session.on_plivo_event(event)
-            except Exception:
-                log.exception("session failed on Plivo %s; the call goes on", event.event)
+                return self._run(self._plivo_stop(event, agent))
+            return self._run(session.on_plivo_event(event), "Plivo", event.event)
+
+        return on_plivo_frame
+
+    async def _plivo_stop(self, event: StopEvent, agent: _Writer) -> None:
+        await agent.put(event.raw)
+        self._end("stop")
+
+    async def _plivo_reader(self, handler: FrameHandler) -> str:
+        """Plivo's frames through ASGI, when the server offers no push path."""
+        while not self._over():
+            frame = await self._receive_plivo()
+            if frame is None:
+                return "plivo_closed"
+            pending = handler(frame)
+            if pending is not None:
+                await pending
+        return "plivo_closed"
 
     # --- agent side --------------------------------------------------------------------------
 
-    async def _agent_reader(
-        self, conn: ClientConnection, session: CallSessionLike, agent: _Writer
-    ) -> str:
+    async def _agent_reader(self, conn: Any, handler: FrameHandler) -> str:
+        """The agent's frames by `async for`, for a connection that does not push them."""
         try:
             async for frame in conn:
-                await self._on_agent_frame(frame, session, agent)
+                pending = handler(frame)
+                if pending is not None:
+                    await pending
+                if self._over():
+                    break
         except websockets.ConnectionClosed:
             pass
         return "agent_closed"
 
-    async def _on_agent_frame(
-        self, frame: str | bytes, session: CallSessionLike, agent: _Writer
-    ) -> None:
-        if isinstance(frame, bytes):
-            self.stats.skipped["agent_binary"] += 1
-            await agent.put(error_reply("unsupported_frame", "binary frames are not used"))
-            return
-        try:
-            message = decode_frame(frame)
-        except PlivoProtocolError as e:
-            self.stats.skipped["agent_malformed"] += 1
-            await agent.put(error_reply("malformed_frame", str(e)))
-            return
-        event = message.get("event")
-        self.stats.agent_frames[str(event)] += 1
-        try:
+    def _agent_handler(self, session: CallSessionLike, agent: _Writer) -> FrameHandler:
+        stats = self.stats
+
+        def on_agent_frame(frame: Message) -> asyncio.Future[Any] | None:
+            if self._over():
+                return None
+            if type(frame) is not str:
+                stats.skipped["agent_binary"] += 1
+                return self._reply(
+                    agent, error_reply("unsupported_frame", "binary frames are not used")
+                )
+            try:
+                message = decode_frame(frame)
+            except PlivoProtocolError as e:
+                stats.skipped["agent_malformed"] += 1
+                return self._reply(agent, error_reply("malformed_frame", str(e)))
+            event = message.get("event")
+            stats.agent_frames[str(event)] += 1
+            if type(event) is str and event in OUTBOUND_EVENTS:  # the agent's audio: first
+                try:
+                    check_outbound(message)
+                except PlivoProtocolError as e:
+                    stats.skipped["agent_invalid"] += 1
+                    return self._reply(agent, error_reply("invalid_message", str(e), message))
+                return self._run(session.on_agent_audio(message), "agent", event)
             if is_mirror(message):
                 try:
                     parsed = parse_mirror_message(message)
                 except MirrorProtocolError as e:
-                    self.stats.skipped["agent_mirror_rejected"] += 1
-                    await agent.put(e.error.to_wire())
-                    return
-                await self._dispatch_mirror(session, parsed)
-            elif event in OUTBOUND_EVENTS:
-                try:
-                    check_outbound(message)
-                except PlivoProtocolError as e:
-                    self.stats.skipped["agent_invalid"] += 1
-                    await agent.put(error_reply("invalid_message", str(e), message))
-                    return
-                await session.on_agent_audio(message)
-            else:
-                self.stats.skipped["agent_unsupported"] += 1
-                log.info("skipped agent frame with event %r", event)
-                await agent.put(
-                    error_reply(
-                        "unsupported_frame" if isinstance(event, str) else "malformed_frame",
-                        f"the agent may send playAudio, checkpoint, clearAudio, sendDTMF or "
-                        f"mirror.* events, not {str(event)[:64]!r}",
-                        message,
-                    )
-                )
-        except Exception:
-            log.exception("session failed on agent %s; the call goes on", event)
+                    stats.skipped["agent_mirror_rejected"] += 1
+                    return self._reply(agent, e.error.to_wire())
+                return self._run(self._dispatch_mirror(session, parsed))
+            stats.skipped["agent_unsupported"] += 1
+            log.info("skipped agent frame with event %r", event)
+            return self._reply(
+                agent,
+                error_reply(
+                    "unsupported_frame" if isinstance(event, str) else "malformed_frame",
+                    f"the agent may send playAudio, checkpoint, clearAudio, sendDTMF or "
+                    f"mirror.* events, not {str(event)[:64]!r}",
+                    message,
+                ),
+            )
+
+        return on_agent_frame
+
+    def _reply(self, agent: _Writer, message: dict[str, Any]) -> asyncio.Future[Any] | None:
+        """An error reply to the agent, in order with its other messages."""
+        if agent.offer(message):
+            return None
+        return self._run(agent.put(message))
 
     async def _call_limit(self, agent: _Writer) -> str:
         """The call-length guard: at `max_call_s` the agent is told, then the call ends like a
@@ -474,7 +551,7 @@ class CallRelay:
         registered before the audio that follows it), without letting it stall that audio: a
         session takes a message at once and does the slow part (scoring, gating) in its own
         tasks; one that takes longer than `mirror_dispatch_s` finishes in the background and
-        the reader goes on."""
+        the agent's messages read on."""
         # eager: a session that takes the message at once is done before this returns
         task = asyncio.Task(
             session.on_mirror_message(message), loop=asyncio.get_running_loop(), eager_start=True
@@ -482,7 +559,12 @@ class CallRelay:
         if not task.done():
             await asyncio.wait({task}, timeout=self.settings.mirror_dispatch_s)
         if task.done():
-            task.result()  # a failure is logged by the caller; the call goes on
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "session failed on agent %s; the call goes on",
+                    getattr(message, "event", "?"),
+                    exc_info=task.exception(),
+                )
             return
         self.stats.skipped["agent_mirror_slow"] += 1
         log.warning(
@@ -498,6 +580,53 @@ class CallRelay:
             log.error("session failed on a Mirror message", exc_info=task.exception())
 
     # --- the call ----------------------------------------------------------------------------
+
+    def _run(
+        self, coro: Coroutine[Any, Any, Any], side: str = "", event: Any = None
+    ) -> asyncio.Task[Any] | None:
+        """Run a handler's coroutine now (an eager task): None when it finished at once, else
+        the task (the socket waits for it; it is cancelled if the call ends first). A session
+        call (`side` given) that fails is logged: the call goes on."""
+        task = asyncio.Task(coro, loop=self._loop, eager_start=True)
+        if task.done():
+            if side and not task.cancelled() and (exc := task.exception()) is not None:
+                self._session_failed(side, event, exc)
+            return None
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        if side:
+            task.add_done_callback(
+                lambda t: (
+                    None
+                    if t.cancelled() or (exc := t.exception()) is None
+                    else self._session_failed(side, event, exc)
+                )
+            )
+        return task
+
+    @staticmethod
+    def _session_failed(side: str, event: Any, exc: BaseException) -> None:
+        log.error("session failed on %s %s; the call goes on", side, event, exc_info=exc)
+
+    def _over(self) -> bool:
+        ended = self._ended
+        return ended is not None and ended.done()
+
+    def _end(self, reason: str) -> None:
+        """The first end wins (stop, a socket closing, the call limit, a reader failing)."""
+        ended = self._ended
+        if ended is not None and not ended.done():
+            ended.set_result(reason)
+
+    def _reader_done(self, task: asyncio.Task[str]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s failed", task.get_name(), exc_info=exc)
+            self._end("error")
+        else:
+            self._end(task.result())
 
     async def run(self) -> None:
         """Runs until the call ends; never raises for a peer's misbehaviour."""
@@ -528,11 +657,15 @@ class CallRelay:
         await self._relay(start, number, tenant, conn)
 
     async def _relay(
-        self, start: StartEvent, number: str | None, tenant: TenantConfig, conn: ClientConnection
+        self, start: StartEvent, number: str | None, tenant: TenantConfig, conn: AgentSocket
     ) -> None:
         size = self.settings.queue_size
-        to_plivo = _Writer("plivo", self.plivo.send_text, size)
-        to_agent = _Writer("agent", conn.send, size)
+        plivo_push = push_socket(self.plivo)
+        agent_push = _push_socket(conn)
+        to_plivo = _Writer(
+            "plivo", self.plivo.send_text, size, plivo_push.write_now if plivo_push else None
+        )
+        to_agent = _Writer("agent", conn.send, size, agent_push.write_now if agent_push else None)
         ctx = CallContext(start.call_id, start.stream_id, number, tenant, start.media_format, start)
         io = SessionIO(
             send_plivo=to_plivo.put,
@@ -549,6 +682,8 @@ class CallRelay:
             tenant.tenant_id,
             tenant.agent_url,
         )
+        self._loop = asyncio.get_running_loop()
+        self._ended = self._loop.create_future()
         readers: list[asyncio.Task[str]] = []
         reason = "error"
         try:
@@ -557,21 +692,34 @@ class CallRelay:
                 await session.on_start(start)
             except Exception:
                 log.exception("session failed on start; the call goes on")
-            readers = [
-                asyncio.create_task(self._plivo_reader(session, to_agent), name="plivo-reader"),
-                asyncio.create_task(
-                    self._agent_reader(conn, session, to_agent), name="agent-reader"
-                ),
-            ]
+            on_plivo = self._plivo_handler(session, to_agent)
+            on_agent = self._agent_handler(session, to_agent)
+            if plivo_push is not None:
+                plivo_push.start_delivery(on_plivo, lambda: self._end("plivo_closed"))
+            else:
+                readers.append(
+                    asyncio.create_task(self._plivo_reader(on_plivo), name="plivo-reader")
+                )
+            if agent_push is not None:
+                agent_push.start_delivery(on_agent, lambda: self._end("agent_closed"))
+            else:
+                readers.append(
+                    asyncio.create_task(self._agent_reader(conn, on_agent), name="agent-reader")
+                )
             if self.settings.max_call_s > 0:
                 readers.append(asyncio.create_task(self._call_limit(to_agent), name="call-limit"))
-            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
-            finished = done.pop()
-            reason = finished.result() if not finished.exception() else "error"
+            for task in readers:
+                task.add_done_callback(self._reader_done)
+            reason = await self._ended
         finally:
-            for task in readers:
+            self._end(reason)  # handlers deliver nothing more
+            for push in (plivo_push, agent_push):
+                if push is not None:
+                    push.stop_delivery()
+            waiting = [*readers, *self._inflight]
+            for task in waiting:
                 task.cancel()
-            for task in readers:
+            for task in waiting:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             for task in list(self._background):  # slow Mirror dispatches: the call is over

@@ -20,6 +20,8 @@ if str(BRIDGE_DIR) not in sys.path:
 
 import uvicorn  # noqa: E402
 
+from mirror_bridge.plivo_socket import WS_PROTOCOL  # noqa: E402
+
 AUTH_TOKEN = "MY_TEST_AUTH_TOKEN"
 
 
@@ -32,12 +34,16 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving `app` on 127.0.0.1 in a daemon thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None, lifespan: str = "off") -> None:
-        """`lifespan="on"` runs the app's start-up before `__enter__` returns."""
+    def __init__(
+        self, app: Any, port: int | None = None, lifespan: str = "off", ws: str = WS_PROTOCOL
+    ) -> None:
+        """`lifespan="on"` runs the app's start-up before `__enter__` returns. `ws`: uvicorn's
+        WebSocket protocol, the bridge's as deployed unless told ("auto": uvicorn's own, which
+        offers the relay no push path)."""
         self.port = port or free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan,
-            ws_ping_interval=None,
+            ws_ping_interval=None, ws=ws,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -337,10 +337,21 @@ def parse_event(raw: dict[str, Any]) -> PlivoEvent:
     return UnknownEvent(event=event, raw=raw)
 
 
+_scan = json.JSONDecoder().scan_once
+"""json.loads' own C scanner (the default decoder's), called without its two whitespace regexes."""
+
+
 def decode_frame(text: str | bytes) -> Frame:
     """A text frame to its JSON object (a `Frame`: it keeps `text` when given a str). Raises
     PlivoProtocolError for anything else."""
-    try:
+    if type(text) is str:  # the usual frame (an object, nothing around it): scanned directly
+        try:
+            raw, end = _scan(text, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end == len(text) and type(raw) is dict:
+            return Frame(raw, text)
+    try:  # anything else as json.loads takes it (whitespace around, errors, bytes)
         raw = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise PlivoProtocolError(f"frame is not JSON: {e}") from None

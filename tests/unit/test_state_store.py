@@ -33,7 +33,14 @@ from mirror.state import (
     StateStoreError,
     call_key,
 )
-from mirror.state.base import MAX_MESSAGES_PER_TURN, PK, SK, TTL_ATTRIBUTE
+from mirror.state.base import (
+    MAX_MESSAGES_PER_TURN,
+    PK,
+    SK,
+    TTL_ATTRIBUTE,
+    from_attr,
+    to_attr,
+)
 from tests.unit.conftest import call_state_table_properties
 
 T0 = 1_700_000_000.0
@@ -532,3 +539,14 @@ def test_cooldown_owner_may_renew_its_own_claim(store: StateStore) -> None:
     assert store.claim_cooldown(ctx, 1002.0, 10.0, 3600, owner="t1")
     assert not store.claim_cooldown(ctx, 1003.0, 10.0, 3600, owner="t2")
     assert store.cooldown_active(ctx, 1011.0)  # renewed at 1002, so active until 1012
+
+
+def test_attribute_values_round_trip_and_refuse_what_they_cannot_hold() -> None:
+    """One encoder for every table store: what goes in comes back (integral numbers as int)."""
+    values = [None, True, "a", 3, 2.5, 1e20, ["x", 1, [False, None]]]
+    assert [from_attr(to_attr(v)) for v in values] == values
+    assert to_attr(1.0) == {"N": "1"} and to_attr((1, "b")) == {"L": [{"N": "1"}, {"S": "b"}]}
+    with pytest.raises(TypeError, match="dict"):
+        to_attr({"nested": "maps are not stored"})
+    with pytest.raises(ValueError, match="SS"):
+        from_attr({"SS": ["a"]})

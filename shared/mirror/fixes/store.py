@@ -18,7 +18,7 @@ from typing import Any
 from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.reports.aws import DynamoDBTable, error_code
 from mirror.reports.naming import DAY_S
-from mirror.state.base import number_to_str
+from mirror.state.base import from_attr, to_attr
 
 SK_VALUE = "FIX"
 FIX_TTL_S = 400 * DAY_S
@@ -65,32 +65,6 @@ class FixRecord:
         return out
 
 
-def _value(attr: dict[str, Any]) -> Any:
-    if "S" in attr:
-        return attr["S"]
-    if "N" in attr:
-        return float(attr["N"])
-    if "L" in attr:
-        return [_value(v) for v in attr["L"]]
-    if "NULL" in attr:
-        return None
-    if "BOOL" in attr:
-        return attr["BOOL"]
-    raise ValueError(f"unexpected attribute {sorted(attr)}")
-
-
-def _attr(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": number_to_str(value)}
-    if isinstance(value, list | tuple):
-        return {"L": [_attr(v) for v in value]}
-    return {"S": str(value)}
-
-
 class FixStore(DynamoDBTable):
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         """None when the condition failed; TransientError for throttling and outages."""
@@ -112,23 +86,23 @@ class FixStore(DynamoDBTable):
         item = response.get("Item")
         if item is None:
             return None
-        fields = {k: _value(v) for k, v in item.items() if k in FixRecord.__dataclass_fields__}
+        fields = {k: from_attr(v) for k, v in item.items() if k in FixRecord.__dataclass_fields__}
         return FixRecord(**fields)
 
     def create(self, fix: dict[str, Any], now: float, execution_arn: str | None = None) -> None:
         """Create the record (status `collecting`); a repeat for the same fix changes nothing."""
         item = {
             **self._key(fix["fix_id"]),
-            "fix_id": _attr(fix["fix_id"]),
-            "status": _attr("collecting"),
-            "agent_id": _attr(fix["agent_id"]),
-            "pattern_id": _attr(fix["pattern_id"]),
-            "window": _attr(fix["window"]),
-            "tenant_id": _attr(fix.get("tenant_id", "")),
-            "execution_arn": _attr(execution_arn),
-            "created_at": _attr(now),
-            "updated_at": _attr(now),
-            "expires_at": _attr(int(now + FIX_TTL_S)),
+            "fix_id": to_attr(fix["fix_id"]),
+            "status": to_attr("collecting"),
+            "agent_id": to_attr(fix["agent_id"]),
+            "pattern_id": to_attr(fix["pattern_id"]),
+            "window": to_attr(fix["window"]),
+            "tenant_id": to_attr(fix.get("tenant_id", "")),
+            "execution_arn": to_attr(execution_arn),
+            "created_at": to_attr(now),
+            "updated_at": to_attr(now),
+            "expires_at": to_attr(int(now + FIX_TTL_S)),
         }
         self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
 
@@ -143,8 +117,9 @@ class FixStore(DynamoDBTable):
     ) -> bool:
         names = {f"#{i}": k for i, k in enumerate(values)} | {"#s": "status", "#u": "updated_at"}
         sets = ", ".join(f"#{i} = :{i}" for i in range(len(values))) + ", #u = :now"
-        attrs = {f":{i}": _attr(v) for i, v in enumerate(values.values())} | {":now": _attr(now)}
-        attrs |= {f":a{i}": _attr(s) for i, s in enumerate(allowed)}
+        attrs = {f":{i}": to_attr(v) for i, v in enumerate(values.values())}
+        attrs[":now"] = to_attr(now)
+        attrs |= {f":a{i}": to_attr(s) for i, s in enumerate(allowed)}
         expression = f"SET {sets}"
         if remove:
             names |= {f"#r{i}": k for i, k in enumerate(remove)}

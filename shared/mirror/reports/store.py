@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from mirror.reports.aws import DynamoDBTable, LazyClient, error_code
 from mirror.reports.models import CallReport, ReportEntry, TranscriptRef
-from mirror.state.base import number_to_str
+from mirror.state.base import attr_n, attr_s
 
 PK = "pk"
 SK = "sk"
@@ -76,14 +76,6 @@ class StoredEntry:
     entry: ReportEntry
 
 
-def _s(v: str) -> dict[str, str]:
-    return {"S": v}
-
-
-def _n(v: float) -> dict[str, str]:
-    return {"N": number_to_str(v)}
-
-
 class DynamoDBReportStore(DynamoDBTable):
     def _do(self, what: str, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -95,7 +87,7 @@ class DynamoDBReportStore(DynamoDBTable):
         item = self._do(
             "read report",
             "get_item",
-            Key={PK: _s(report_pk(tenant_id, call_id)), SK: _s(REPORT_SK)},
+            Key={PK: attr_s(report_pk(tenant_id, call_id)), SK: attr_s(REPORT_SK)},
             ConsistentRead=True,
         ).get("Item")
         if item is None:
@@ -114,18 +106,18 @@ class DynamoDBReportStore(DynamoDBTable):
                 "(move the transcript to the bucket)"
             )
         pk = report_pk(report.tenant_id, report.call_id)
-        expires = _n(int(now + ttl_s))
+        expires = attr_n(int(now + ttl_s))
         items: list[dict[str, Any]] = [
             {
                 "Put": {
                     "TableName": self.table_name,
                     "Item": {
-                        PK: _s(pk),
-                        SK: _s(REPORT_SK),
-                        "data": _s(data),
-                        "agent_id_of_report": _s(report.agent_id),
-                        "ended_at": _n(report.ended_at),
-                        "window": _s(report.window),
+                        PK: attr_s(pk),
+                        SK: attr_s(REPORT_SK),
+                        "data": attr_s(data),
+                        "agent_id_of_report": attr_s(report.agent_id),
+                        "ended_at": attr_n(report.ended_at),
+                        "window": attr_s(report.window),
                         TTL_ATTRIBUTE: expires,
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
@@ -138,19 +130,19 @@ class DynamoDBReportStore(DynamoDBTable):
                     "Put": {
                         "TableName": self.table_name,
                         "Item": {
-                            PK: _s(pk),
-                            SK: _s(PATTERN_PREFIX + e.pattern_id),
-                            GSI_HASH: _s(report.agent_id),
-                            GSI_RANGE: _s(
+                            PK: attr_s(pk),
+                            SK: attr_s(PATTERN_PREFIX + e.pattern_id),
+                            GSI_HASH: attr_s(report.agent_id),
+                            GSI_RANGE: attr_s(
                                 pattern_sk(
                                     e.pattern_id, report.window, report.ended_at, report.call_id
                                 )
                             ),  # fmt: skip
-                            "tenant_id": _s(report.tenant_id),
-                            "call_id": _s(report.call_id),
-                            "ended_at": _n(report.ended_at),
-                            "window": _s(report.window),
-                            "data": _s(e.model_dump_json()),
+                            "tenant_id": attr_s(report.tenant_id),
+                            "call_id": attr_s(report.call_id),
+                            "ended_at": attr_n(report.ended_at),
+                            "window": attr_s(report.window),
+                            "data": attr_s(e.model_dump_json()),
                             TTL_ATTRIBUTE: expires,
                         },
                     }
@@ -162,14 +154,14 @@ class DynamoDBReportStore(DynamoDBTable):
                     "Update": {
                         "TableName": self.table_name,
                         "Key": {
-                            PK: _s(count_pk(report.agent_id, pid, report.window)),
-                            SK: _s(COUNT_SK),
+                            PK: attr_s(count_pk(report.agent_id, pid, report.window)),
+                            SK: attr_s(COUNT_SK),
                         },
                         "UpdateExpression": "SET #e = :e ADD #n :one",
                         "ExpressionAttributeNames": {"#n": "n", "#e": TTL_ATTRIBUTE},
                         "ExpressionAttributeValues": {
-                            ":one": _n(1),
-                            ":e": _n(int(now + count_ttl_s)),
+                            ":one": attr_n(1),
+                            ":e": attr_n(int(now + count_ttl_s)),
                         },
                     }
                 }
@@ -195,7 +187,7 @@ class DynamoDBReportStore(DynamoDBTable):
         item = self._do(
             "read counter",
             "get_item",
-            Key={PK: _s(count_pk(agent_id, pattern_id, window)), SK: _s(COUNT_SK)},
+            Key={PK: attr_s(count_pk(agent_id, pattern_id, window)), SK: attr_s(COUNT_SK)},
             ConsistentRead=True,
         ).get("Item")
         return int(item["n"]["N"]) if item else 0
@@ -218,10 +210,10 @@ class DynamoDBReportStore(DynamoDBTable):
             else f"{pattern_id}#" + ("" if window is None else f"{window}#")
         )
         condition = "#a = :a"
-        values: dict[str, Any] = {":a": _s(agent_id)}
+        values: dict[str, Any] = {":a": attr_s(agent_id)}
         if prefix:
             condition += " AND begins_with(#r, :p)"
-            values[":p"] = _s(prefix)
+            values[":p"] = attr_s(prefix)
         names = {"#a": GSI_HASH} | ({"#r": GSI_RANGE} if prefix else {})
         response = self._do(
             "query reports",

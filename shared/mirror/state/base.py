@@ -320,6 +320,49 @@ def number_from_str(text: str) -> int | float:
     return int(d) if d == d.to_integral_value() else float(d)
 
 
+# -- DynamoDB attribute values (the low-level client's wire form), for every table store -----
+
+
+def attr_s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def attr_n(value: int | float) -> dict[str, str]:
+    return {"N": number_to_str(value)}
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    """A plain value as a DynamoDB attribute: None, bool, str, int, float, or a list of them.
+    Anything else is a TypeError: nothing is stored as its repr."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, int | float):
+        return attr_n(value)
+    if isinstance(value, list | tuple):
+        return {"L": [to_attr(v) for v in value]}
+    raise TypeError(f"cannot store a {type(value).__name__} as a DynamoDB attribute")
+
+
+def from_attr(attr: Mapping[str, Any]) -> Any:
+    """`to_attr` reversed (numbers come back as int when integral). ValueError for a type
+    `to_attr` never writes."""
+    if "S" in attr:
+        return str(attr["S"])
+    if "N" in attr:
+        return number_from_str(attr["N"])
+    if "BOOL" in attr:
+        return bool(attr["BOOL"])
+    if "NULL" in attr:
+        return None
+    if "L" in attr:
+        return [from_attr(v) for v in attr["L"]]
+    raise ValueError(f"unexpected DynamoDB attribute type {sorted(attr)}")
+
+
 def check_data(text: str, what: str) -> int:
     size = len(text.encode())
     if size > MAX_DATA_BYTES:

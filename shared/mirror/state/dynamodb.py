@@ -27,6 +27,8 @@ from mirror.state.base import (
     RecordedVerdict,
     StateStoreConflictError,
     StateStoreError,
+    attr_n,
+    attr_s,
     call_key,
     check_cooldown,
     check_data,
@@ -37,13 +39,14 @@ from mirror.state.base import (
     decode_verdict,
     encode_turn,
     expiry,
+    from_attr,
     is_live,
     msg_sk,
     number_from_str,
-    number_to_str,
     recorded_verdicts,
     seq_advance,
     seq_of,
+    to_attr,
     tool_sk,
     verdict_sk,
 )
@@ -67,33 +70,13 @@ class _Rejected(Exception):
         self.response = response
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int | float) -> dict[str, str]:
-    return {"N": number_to_str(value)}
-
-
-def _encode(value: MetaValue) -> dict[str, Any]:
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, str):
-        return _s(value)
-    return _n(value)
-
-
 def _decode(attr: Mapping[str, Any]) -> MetaValue:
-    if "S" in attr:
-        return str(attr["S"])
-    if "N" in attr:
-        return number_from_str(attr["N"])
-    if "BOOL" in attr:
-        return bool(attr["BOOL"])
-    if "NULL" in attr:
-        return None
+    """A call-metadata attribute: scalars only."""
+    if "L" not in attr:
+        try:
+            return from_attr(attr)  # type: ignore[no-any-return]
+        except ValueError:
+            pass
     raise StateStoreError(f"unexpected DynamoDB attribute type {sorted(attr)} in call state")
 
 
@@ -217,7 +200,7 @@ class DynamoDBStateStore:
 
     @staticmethod
     def _key(pk: str, sk: str) -> dict[str, dict[str, str]]:
-        return {PK: _s(pk), SK: _s(sk)}
+        return {PK: attr_s(pk), SK: attr_s(sk)}
 
     def _get(self, operation: str, pk: str, sk: str) -> Item | None:
         response = self._call(operation, "get_item", Key=self._key(pk, sk), ConsistentRead=True)
@@ -235,7 +218,7 @@ class DynamoDBStateStore:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {":pk": _s(pk), ":prefix": _s(prefix)},
+            "ExpressionAttributeValues": {":pk": attr_s(pk), ":prefix": attr_s(prefix)},
             "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
         }
@@ -255,11 +238,11 @@ class DynamoDBStateStore:
         pk = call_key(ctx)
         values = check_meta_fields(fields)
         names = {"#e": TTL_ATTRIBUTE, "#s": "started_at"}
-        attr_values: dict[str, Any] = {":e": _n(expiry(now, ttl_s)), ":now": _n(now)}
+        attr_values: dict[str, Any] = {":e": attr_n(expiry(now, ttl_s)), ":now": attr_n(now)}
         sets = ["#e = :e"]
         for i, (name, value) in enumerate(values.items()):
             names[f"#f{i}"] = name
-            attr_values[f":f{i}"] = _encode(value)
+            attr_values[f":f{i}"] = to_attr(value)
             sets.append(f"#f{i} = :f{i}")
 
         for _ in range(self._record_attempts):
@@ -344,9 +327,9 @@ class DynamoDBStateStore:
             "#s": "started_at",
         }
         values: dict[str, Any] = {
-            ":old": _n(seq),
-            ":new": _n(seq + seq_advance(len(encoded))),
-            ":now": _n(now),
+            ":old": attr_n(seq),
+            ":new": attr_n(seq + seq_advance(len(encoded))),
+            ":now": attr_n(now),
             ":e": expires_at,
         }
         condition = "(attribute_not_exists(#n) OR #n = :old)"
@@ -381,9 +364,9 @@ class DynamoDBStateStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        PK: _s(pk),
-                        SK: _s(msg_sk(seq + i)),
-                        "data": _s(data),
+                        PK: attr_s(pk),
+                        SK: attr_s(msg_sk(seq + i)),
+                        "data": attr_s(data),
                         TTL_ATTRIBUTE: expires_at,
                     },
                 }
@@ -395,17 +378,17 @@ class DynamoDBStateStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        PK: _s(pk),
-                        SK: _s(vsk),
-                        "data": _s(verdict_json),
-                        "seq": _n(seq),
-                        "recorded_at": _n(now),
+                        PK: attr_s(pk),
+                        SK: attr_s(vsk),
+                        "data": attr_s(verdict_json),
+                        "seq": attr_n(seq),
+                        "recorded_at": attr_n(now),
                         TTL_ATTRIBUTE: expires_at,
                     },
                     # An expired verdict no longer makes the turn a duplicate.
                     "ConditionExpression": "attribute_not_exists(#sk) OR #e <= :now",
                     "ExpressionAttributeNames": {"#sk": SK, "#e": TTL_ATTRIBUTE},
-                    "ExpressionAttributeValues": {":now": _n(now)},
+                    "ExpressionAttributeValues": {":now": attr_n(now)},
                 }
             }
         )
@@ -425,7 +408,7 @@ class DynamoDBStateStore:
         pk = call_key(ctx)
         vsk = verdict_sk(turn_id)
         encoded, verdict_json = encode_turn(messages, verdict, history_limit)
-        expires_at = _n(expiry(now, ttl_s))
+        expires_at = attr_n(expiry(now, ttl_s))
         for _ in range(self._record_attempts):
             meta = self._get(op, pk, META_SK)
             if meta is not None and "next_seq" in meta:
@@ -525,11 +508,11 @@ class DynamoDBStateStore:
                 "put_item",
                 tolerate=_CONDITION_FAILED,
                 Item={
-                    PK: _s(pk),
-                    SK: _s(COOLDOWN_SK),
-                    "until": _n(until),
-                    "owner": _s(owner),
-                    TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
+                    PK: attr_s(pk),
+                    SK: attr_s(COOLDOWN_SK),
+                    "until": attr_n(until),
+                    "owner": attr_s(owner),
+                    TTL_ATTRIBUTE: attr_n(expiry(now, ttl_s)),
                 },
                 # The condition is evaluated atomically with the write: of concurrent claimers
                 # exactly one sees the old state. A redelivery of the owning turn may renew it.
@@ -544,8 +527,8 @@ class DynamoDBStateStore:
                     **({"#o": "owner"} if owner else {}),
                 },
                 ExpressionAttributeValues={
-                    ":now": _n(now),
-                    **({":owner": _s(owner)} if owner else {}),
+                    ":now": attr_n(now),
+                    **({":owner": attr_s(owner)} if owner else {}),
                 },
             )
         except _Rejected:
@@ -569,10 +552,10 @@ class DynamoDBStateStore:
             "put_override",
             "put_item",
             Item={
-                PK: _s(pk),
-                SK: _s(OVERRIDE_SK),
-                "note": _s(note),
-                TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
+                PK: attr_s(pk),
+                SK: attr_s(OVERRIDE_SK),
+                "note": attr_s(note),
+                TTL_ATTRIBUTE: attr_n(expiry(now, ttl_s)),
             },
         )
 
@@ -614,10 +597,10 @@ class DynamoDBStateStore:
         sk = tool_sk(fingerprint)
         check_tool_field(tool_call_id, "tool_call_id")
         check_tool_field(name, "name")
-        values: dict[str, Any] = {":now": _n(now), ":me": _s(tool_call_id)}
+        values: dict[str, Any] = {":now": attr_n(now), ":me": attr_s(tool_call_id)}
         condition = "attribute_not_exists(#pk) OR #e <= :now OR #id = :me"
         if retry_of is not None:
-            values[":retry_of"] = _s(check_tool_field(retry_of, "retry_of"))
+            values[":retry_of"] = attr_s(check_tool_field(retry_of, "retry_of"))
             condition += " OR #id = :retry_of"
         try:
             self._call(
@@ -625,12 +608,12 @@ class DynamoDBStateStore:
                 "put_item",
                 tolerate=_CONDITION_FAILED,
                 Item={
-                    PK: _s(pk),
-                    SK: _s(sk),
-                    "tool_call_id": _s(tool_call_id),
-                    "name": _s(name),
-                    "recorded_at": _n(now),
-                    TTL_ATTRIBUTE: _n(expiry(now, ttl_s)),
+                    PK: attr_s(pk),
+                    SK: attr_s(sk),
+                    "tool_call_id": attr_s(tool_call_id),
+                    "name": attr_s(name),
+                    "recorded_at": attr_n(now),
+                    TTL_ATTRIBUTE: attr_n(expiry(now, ttl_s)),
                 },
                 # Checked atomically with the write: of concurrent claimers exactly one wins.
                 ConditionExpression=condition,

@@ -56,6 +56,7 @@ from mirror_bridge.agent_socket import connect_agent
 from mirror_bridge.framing import FrameHandler, Message, PushSocket
 from mirror_bridge.plivo_protocol import (
     OUTBOUND_EVENTS,
+    Frame,
     MediaFormat,
     PlivoEvent,
     PlivoProtocolError,
@@ -244,6 +245,17 @@ class _Writer:
         if self.dead or self.closing:
             log.debug("%s side is gone; dropped %s", self.name, message.get("event"))
             return True
+        if not self._busy and (write_now := self._write_now) is not None:
+            # the usual case, first: an idle socket whose transport takes it now
+            text = message.text if type(message) is Frame else None  # wire_text, inline
+            try:
+                if write_now(text if text is not None else wire_text(message)):
+                    self.sent += 1
+                    return True
+            except Exception as e:  # as a failed send
+                log.info("%s write failed (%s); dropping further frames", self.name, e)
+                self._give_up()
+                return True
         if self._full():
             return False
         self._push(wire_text(message))
@@ -436,8 +448,11 @@ class CallRelay:
         return number, None
 
     def _plivo_handler(self, session: CallSessionLike, agent: _Writer) -> FrameHandler:
+        ended = self._ended
+        assert ended is not None
+
         def on_plivo_frame(frame: Message) -> asyncio.Future[Any] | None:
-            if self._over():
+            if ended.done():  # the call is over: nothing more goes anywhere
                 return None
             event = self._plivo_event(frame)
             if event is None:
@@ -484,9 +499,11 @@ class CallRelay:
 
     def _agent_handler(self, session: CallSessionLike, agent: _Writer) -> FrameHandler:
         stats = self.stats
+        ended = self._ended
+        assert ended is not None
 
         def on_agent_frame(frame: Message) -> asyncio.Future[Any] | None:
-            if self._over():
+            if ended.done():  # the call is over: nothing more goes anywhere
                 return None
             if type(frame) is not str:
                 stats.skipped["agent_binary"] += 1

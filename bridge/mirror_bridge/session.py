@@ -69,7 +69,6 @@ from mirror_bridge.audio import (
     MULAW,
     SAMPLE_RATE,
     b64,
-    b64_decoded_len,
     bytes_per_second,
     chunks,
     for_stream,
@@ -83,6 +82,7 @@ from mirror_bridge.intervention import (
     WaitOutcome,
     wait_checkpoint,
 )
+from mirror_bridge.plivo_protocol import Frame
 from mirror_bridge.transport import (
     GATE_TOOL,
     GENERATE_CORRECTION,
@@ -210,6 +210,8 @@ class CallSession:
         self.stream_id: str | None = None
         self.encoding = MULAW
         self.sample_rate = SAMPLE_RATE
+        self._rate = bytes_per_second(MULAW, SAMPLE_RATE)
+        """Bytes per second of the stream's audio (queue-end estimates per playAudio)."""
         self.bidirectional = True
         self.closed = False
         self.interventions: list[Intervention] = []
@@ -244,6 +246,7 @@ class CallSession:
             self.sample_rate = int(fmt.get("sampleRate") or SAMPLE_RATE)
         except (TypeError, ValueError):
             self.sample_rate = SAMPLE_RATE
+        self._rate = bytes_per_second(self.encoding, self.sample_rate) or 1
         bidi = getattr(start, "bidirectional", None)
         if bidi is None:
             bidi = inner.get("bidirectional", raw.get("bidirectional", True))
@@ -256,7 +259,9 @@ class CallSession:
             self._silence_task = asyncio.get_running_loop().create_task(self._watch_silence())
 
     async def on_plivo_event(self, event: Any) -> None:
-        raw = as_dict(event)
+        raw = getattr(event, "raw", None)  # the relay's events keep their frame
+        if type(raw) is not Frame and not isinstance(raw, dict):
+            raw = as_dict(event)
         kind = raw.get("event")
         if kind == "media":  # fifty a second: first, and forwarded as it came
             self.counts["caller_frames"] += 1
@@ -266,7 +271,7 @@ class CallSession:
                 # moves later, or to a later clear), so a loud frame now would not move it.
                 if self.playout.end < now and self._caller_loud(raw):
                     self._caller_heard_at = now
-            if not self.closed:
+            if not self.closed and not self._offer_agent(raw):
                 await self._send_agent(raw)
             return
         forward = True
@@ -330,7 +335,7 @@ class CallSession:
     # --- inbound: agent ----------------------------------------------------------------------
 
     async def on_agent_audio(self, message: Any) -> None:
-        msg = as_dict(message)
+        msg = message if isinstance(message, dict) else as_dict(message)
         if self.closed:
             self.counts["agent_frames_after_close"] += 1
             return
@@ -340,8 +345,10 @@ class CallSession:
         elif turn is not None and turn.state == "scoring":
             turn.held.append(msg)
             self.counts["agent_frames_held"] += 1
+        elif self._active is not None:
+            self._after_speech.append(msg)  # never over our buffer line or correction
         else:
-            self._release([msg])
+            self._enqueue(msg, AGENT)
 
     async def on_mirror_message(self, message: Any) -> None:
         msg = as_dict(message)
@@ -447,13 +454,17 @@ class CallSession:
             self.counts["plivo_frames_lost"] += 1
             return
         kind = msg.get("event")
-        if kind == "clearAudio":
+        if kind == "playAudio":
+            media = msg.get("media")
+            payload = (media.get("payload") if type(media) is dict else None) or ""
+            n = len(payload)  # its bytes: audio.b64_decoded_len, inline
+            size = n * 3 // 4 - payload[-2:].count("=") if n else 0
+            playout = self.playout
+            now = playout.clock()
+            playout.end = (now if now > playout.end else playout.end) + size / self._rate
+        elif kind == "clearAudio":
             self.checkpoints.fail_all("cleared")
             self.playout.clear()
-        elif kind == "playAudio":
-            payload = (msg.get("media") or {}).get("payload") or ""
-            rate = bytes_per_second(self.encoding, self.sample_rate)
-            self.playout.add(b64_decoded_len(payload) / rate)
         offer = self.io.offer_plivo
         if offer is not None and not (self._outbox or self._sending or self.closed):
             # nothing ahead of it here: straight to the relay's queue, no task hop
@@ -507,16 +518,22 @@ class CallSession:
         self._outbox = kept
         return dropped
 
-    async def _send_agent(self, message: dict[str, Any]) -> None:
+    def _offer_agent(self, message: dict[str, Any]) -> bool:
+        """Hand a message to the agent's writer without waiting; False when it must be awaited
+        (`_send_agent`): the writer is full, or a send waits ahead of it."""
         offer = self.io.offer_agent
-        if offer is not None and not self._agent_lock.locked():  # nobody waiting ahead of it
-            try:
-                if offer(message):
-                    return
-            except Exception as e:
-                self.counts["agent_messages_lost"] += 1
-                logger.info("agent socket unusable", extra={"error": repr(e)})
-                return
+        if offer is None or self._agent_lock.locked():  # nobody may be waiting ahead of it
+            return False
+        try:
+            return offer(message)
+        except Exception as e:
+            self.counts["agent_messages_lost"] += 1
+            logger.info("agent socket unusable", extra={"error": repr(e)})
+            return True
+
+    async def _send_agent(self, message: dict[str, Any]) -> None:
+        if self._offer_agent(message):
+            return
         async with self._agent_lock:
             try:
                 await self.io.send_agent(message)

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from mirror_bridge.app import create_app
+from mirror_bridge.plivo_socket import WS_PROTOCOL
 from mirror_bridge.relay import CallContext, PassThroughSession, SessionIO
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
@@ -49,7 +50,11 @@ class Bridge:
     """The app on a free port, wired to one scripted agent through a tenant entry."""
 
     def __init__(
-        self, agent_url: str, signature_mode: str = "enforce", session_factory: Any = None
+        self,
+        agent_url: str,
+        signature_mode: str = "enforce",
+        session_factory: Any = None,
+        ws: str = WS_PROTOCOL,
     ) -> None:
         self.port = free_port()
         self.sessions: list[RecordingSession] = []
@@ -63,7 +68,7 @@ class Bridge:
             session_factory=session_factory
             or (lambda ctx, io: RecordingSession(ctx, io, self.sessions)),
         )  # fmt: skip
-        self.server = LiveServer(self.app, self.port)
+        self.server = LiveServer(self.app, self.port, ws=ws)
 
     @property
     def stream_url(self) -> str:
@@ -82,11 +87,17 @@ class Bridge:
             await asyncio.sleep(0.01)
 
 
+SERVERS = [WS_PROTOCOL, "auto"]
+"""uvicorn's WebSocket protocol: the bridge's (the relay's push path) and uvicorn's own (the
+relay reads Plivo's frames through ASGI)."""
+
+
 def frames_payloads(messages: list[dict[str, Any]], key: str = "media") -> list[str]:
     return [m[key]["payload"] for m in messages]
 
 
-def test_clean_call_relays_every_frame_in_order_both_ways() -> None:
+@pytest.mark.parametrize("ws", SERVERS)
+def test_clean_call_relays_every_frame_in_order_both_ways(ws: str) -> None:
     async def agent_script(call: AgentCall) -> None:
         await call.wait_event("media", count=25)
         for i in range(10):  # distinct payloads so order is checked
@@ -99,7 +110,7 @@ def test_clean_call_relays_every_frame_in_order_both_ways() -> None:
 
     async def main() -> None:
         async with ScriptedAgent(agent_script) as agent:
-            bridge = Bridge(agent.url)
+            bridge = Bridge(agent.url, ws=ws)
             with bridge.server:
                 async with bridge.peer() as peer:
                     await peer.start()
@@ -142,7 +153,8 @@ def test_clean_call_relays_every_frame_in_order_both_ways() -> None:
     run(main())
 
 
-def test_agent_disconnect_mid_call_ends_the_call_cleanly() -> None:
+@pytest.mark.parametrize("ws", SERVERS)
+def test_agent_disconnect_mid_call_ends_the_call_cleanly(ws: str) -> None:
     async def agent_script(call: AgentCall) -> None:
         await call.wait_event("media", count=3)
         await call.say(frames=2)
@@ -150,7 +162,7 @@ def test_agent_disconnect_mid_call_ends_the_call_cleanly() -> None:
 
     async def main() -> None:
         async with ScriptedAgent(agent_script) as agent:
-            bridge = Bridge(agent.url)
+            bridge = Bridge(agent.url, ws=ws)
             with bridge.server:
                 async with bridge.peer() as peer:
                     await peer.start()
@@ -173,10 +185,11 @@ def test_agent_disconnect_mid_call_ends_the_call_cleanly() -> None:
     run(main())
 
 
-def test_plivo_disconnect_mid_call_closes_session_once_and_the_agent_socket() -> None:
+@pytest.mark.parametrize("ws", SERVERS)
+def test_plivo_disconnect_mid_call_closes_session_once_and_the_agent_socket(ws: str) -> None:
     async def main() -> None:
         async with ScriptedAgent(idle) as agent:
-            bridge = Bridge(agent.url)
+            bridge = Bridge(agent.url, ws=ws)
             with bridge.server:
                 peer = await bridge.peer().connect()
                 await peer.start()
@@ -239,10 +252,11 @@ def test_upgrade_accepts_every_signed_url_variant(variant: str) -> None:
     run(main())
 
 
-def test_malformed_and_unknown_plivo_frames_are_skipped_and_the_call_goes_on() -> None:
+@pytest.mark.parametrize("ws", SERVERS)
+def test_malformed_and_unknown_plivo_frames_are_skipped_and_the_call_goes_on(ws: str) -> None:
     async def main() -> None:
         async with ScriptedAgent(idle) as agent:
-            bridge = Bridge(agent.url)
+            bridge = Bridge(agent.url, ws=ws)
             with bridge.server:
                 async with bridge.peer() as peer:
                     await peer.send_raw(peer.media_frame())  # before start: skipped

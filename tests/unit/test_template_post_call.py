@@ -108,9 +108,29 @@ def test_every_placeholder_is_a_substitution_and_every_substitution_is_used(
     assert placeholders == set(subs) == set(FIX_PR_STEPS)
     for key, step in FIX_PR_STEPS.items():
         assert subs[key] == {"Fn::GetAtt": f"{FUNCTIONS[step]}.Arn"}
-    (invoke,) = statements(resources["FixPrStateMachine"]).values()
+    grants = statements(resources["FixPrStateMachine"])
+    invoke = grants["InvokeFixPrTasks"]
     assert invoke["Action"] == "lambda:InvokeFunction"
     assert invoke["Resource"] == [{"Fn::GetAtt": f"{f}.Arn"} for f in FUNCTIONS.values()]
+    # Log delivery is the only other grant (its APIs take no resource ARN).
+    assert set(grants) == {"InvokeFixPrTasks", "DeliverExecutionLogs"}
+    assert all(a.startswith("logs:") for a in grants["DeliverExecutionLogs"]["Action"])
+
+
+def test_the_workflow_logs_errors_without_execution_data_and_is_traced(
+    resources: dict[str, Any],
+) -> None:
+    sm = resources["FixPrStateMachine"]["Properties"]
+    logging = sm["Logging"]
+    assert logging["Level"] == "ERROR" and logging["IncludeExecutionData"] is False
+    (destination,) = logging["Destinations"]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {
+        "Fn::GetAtt": "FixPrLogGroup.Arn"
+    }
+    group = resources["FixPrLogGroup"]["Properties"]
+    assert group["RetentionInDays"]
+    assert group["LogGroupName"]["Fn::Sub"].startswith("/aws/vendedlogs/states/")
+    assert sm["Tracing"] == {"Enabled": True}
 
 
 def test_retry_and_catch_name_the_task_errors() -> None:

@@ -60,13 +60,14 @@ class Utterance:
     they count are built on demand, once."""
 
     __slots__ = ("role", "text", "_alnum", "_scan", "_counts")
+    _alnum: str | None
+    _scan: tx.NumberScan | None
+    _counts: list[tuple[float, str, int]] | None
 
     def __init__(self, role: str, text: str) -> None:
         self.role = role  # "customer" or "agent"
         self.text = text
-        self._alnum: str | None = None
-        self._scan: tx.NumberScan | None = None
-        self._counts: list[tuple[float, str, int]] | None = None
+        self._alnum = self._scan = self._counts = None
 
     @property
     def alnum(self) -> str:
@@ -96,6 +97,11 @@ class Dialogue:
     )  # fmt: skip
     # The views every turn uses are slots filled on first use; a `cached_property` (the rest)
     # costs a Python-level `__get__` and an instance dict on that first use.
+    _caller_text: str | None
+    _caller_alnum: str | None
+    _tool_text: str | None
+    _agent: Utterance | None
+    _caller_numbers: set[float] | None
 
     def __init__(self, turn: Turn) -> None:
         """One pass over the history: every turn needs its caller lines and its last words."""
@@ -133,11 +139,9 @@ class Dialogue:
         self.caller_lines = [u.text for u in callers]
         self.tool_outputs = tool_outputs
         self._last = last
-        self._caller_text: str | None = None
-        self._caller_alnum: str | None = None
-        self._tool_text: str | None = None
-        self._agent: Utterance | None = None
-        self._caller_numbers: set[float] | None = None
+        # filled on first use (one chained store: this runs on every turn)
+        self._caller_text = self._caller_alnum = self._tool_text = None
+        self._agent = self._caller_numbers = None
 
     # -- messages ---------------------------------------------------------------------------
 

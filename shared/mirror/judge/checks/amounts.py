@@ -51,7 +51,6 @@ class AmountConsistency:
 
     def run(self, inp: CheckInput) -> list[Finding]:
         found: list[Finding] = []
-        score = inp.config.check_score(self.id, self.default_score)
         d = inp.dialogue
         for call in inp.irreversible:
             for key, value in call.args.items():
@@ -77,17 +76,17 @@ class AmountConsistency:
                                 Finding(
                                     self.id,
                                     "wrong_amount",
-                                    score,
+                                    inp.config.check_score(self.id, self.default_score),
                                     f"{call.name}.{key}={value} but the conversation last said "
                                     f"{short(_fmt(stated))}",
                                     call.id,
                                 )
                             )
                         break
-        found.extend(self._speech(inp, score))
+        found.extend(self._speech(inp))
         return found
 
-    def _speech(self, inp: CheckInput, score: float) -> list[Finding]:
+    def _speech(self, inp: CheckInput) -> list[Finding]:
         """The agent repeats a count back differently from the caller's last line."""
         found: list[Finding] = []
         d = inp.dialogue
@@ -108,7 +107,7 @@ class AmountConsistency:
                         Finding(
                             self.id,
                             "wrong_amount",
-                            score,
+                            inp.config.check_score(self.id, self.default_score),
                             f"the caller said {_fmt([caller_value])} {caller_noun}, the agent says "
                             f"{_fmt([value])}",
                         )

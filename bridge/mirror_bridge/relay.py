@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -180,17 +181,24 @@ AgentConnector = Callable[[str, dict[str, str]], Awaitable[AgentSocket]]
 
 _heap_frozen = False
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+"""How long a thread that holds the GIL (a function call on the transport's pool: the
+in-process handlers, boto3's JSON work) may keep the event loop waiting for it, at most, when
+the loop wants it back. Python's default, 5 ms, is a quarter of an audio frame: every call's
+audio would stall that long behind one ScoreTurn."""
+
 
 def freeze_startup_heap() -> bool:
     """Once per process (True the time it freezes): move every object the garbage collector
     tracks so far into its permanent generation. Start-up state lives as long as the process;
     left in the generations, each full collection walks all of it while the loop, and every
-    call's audio, waits."""
+    call's audio, waits. The GIL's switch interval is set then too (`GIL_SWITCH_INTERVAL_S`)."""
     global _heap_frozen
     if _heap_frozen:
         return False
     _heap_frozen = True
     gc.freeze()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return True
 
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import gc
 import json
+import sys
 import threading
 import time
 from typing import Any
@@ -508,6 +509,11 @@ def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.Monkey
     frozen: list[bool] = []
     monkeypatch.setattr(relay_module, "_heap_frozen", False)
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
-    assert relay_module.freeze_startup_heap() is True
-    assert relay_module.freeze_startup_heap() is False
-    assert frozen == [True]
+    interval = sys.getswitchinterval()
+    try:
+        assert relay_module.freeze_startup_heap() is True
+        assert relay_module.freeze_startup_heap() is False
+        assert frozen == [True]
+        assert sys.getswitchinterval() == pytest.approx(relay_module.GIL_SWITCH_INTERVAL_S)
+    finally:
+        sys.setswitchinterval(interval)

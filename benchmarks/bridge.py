@@ -69,7 +69,13 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 from websockets.uri import parse_uri
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets' pure-Python fallback
+    from websockets.utils import apply_mask
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE_DIR = REPO / "bridge"
@@ -298,22 +304,86 @@ def frame_index(payload_b64: str) -> int:
     return int(struct.unpack(">I", base64.b64decode(payload_b64[:8])[:4])[0])
 
 
+MAX_SIZE = 2**20
+_FIN_TEXT = 0x81
+_H16 = struct.Struct("!BBH")
+_AT_EOF = StreamReader.at_eof.__code__
+
+
+def _between_frames(protocol: ClientProtocol | ServerProtocol) -> bool:
+    """websockets' parser waits for the first byte of a frame (suspended in
+    `StreamReader.at_eof` with nothing buffered): frames can be parsed without it from here."""
+    if protocol.state is not State.OPEN or protocol.reader.buffer:
+        return False
+    gen: Any = protocol.parser
+    while (inner := getattr(gen, "gi_yieldfrom", None)) is not None:
+        gen = inner
+    return getattr(gen, "gi_code", None) is _AT_EOF
+
+
+class _MaskKeys:
+    """Masking keys cut from `os.urandom` in blocks (one system call per 1,024 frames)."""
+
+    def __init__(self) -> None:
+        self.block = b""
+        self.at = 0
+
+    def next(self) -> bytes:
+        if self.at >= len(self.block):
+            self.block, self.at = os.urandom(4096), 0
+        self.at += 4
+        return self.block[self.at - 4 : self.at]
+
+
+_KEYS = _MaskKeys()
+
+
+def text_frame(data: bytes, masked: bool) -> bytes:
+    """One final text frame, as websockets' `Frame.serialize` writes it."""
+    n = len(data)
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes((_FIN_TEXT, bit | n))
+    elif n < 65536:
+        head = _H16.pack(_FIN_TEXT, bit | 126, n)
+    else:
+        head = struct.pack("!BBQ", _FIN_TEXT, bit | 127, n)
+    if masked:
+        key = _KEYS.next()
+        return head + key + apply_mask(data, key)
+    return head + data
+
+
 class _Socket(asyncio.Protocol):
     """One WebSocket on a plain asyncio transport, with websockets' sans-I/O protocol for the
-    handshake and the framing: every frame is handled in `data_received` as it is parsed (no
-    task wake-up, no message queue per frame), so the load costs little beside the bridge."""
+    handshake, control frames and the close: every frame is handled in `data_received` as it
+    is parsed (no task wake-up, no message queue per frame), so the load costs little beside
+    the bridge. Once the handshake is done and websockets' parser sits between frames, whole
+    unfragmented text frames are parsed here and text is written as frames directly (the same
+    checks and bytes as websockets'); the first other frame (a ping, the close) hands the rest
+    of the stream to websockets for good."""
 
     def __init__(self, protocol: ClientProtocol | ServerProtocol) -> None:
         self.protocol = protocol
         self.transport: asyncio.Transport | None = None
         self.open = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
+        self._masked_in = isinstance(protocol, ServerProtocol)  # a client masks its frames
+        self._fast = False
+        self._slow = False
+        self._rx = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
+        if self._fast:
+            rest = self._fast_frames(self._rx + data if self._rx else data, now)
+            if self._fast or not rest:
+                self._rx = rest  # an incomplete frame, kept for the next read
+                return
+            data = rest
         protocol = self.protocol
         protocol.receive_data(data)
         for event in protocol.events_received():
@@ -332,6 +402,42 @@ class _Socket(asyncio.Protocol):
         self.flush()  # pongs, the close handshake
         if protocol.close_expected() and self.transport is not None:
             self.transport.close()
+        if not self._slow and self.open.done() and _between_frames(protocol):
+            self._fast = True
+
+    def _fast_frames(self, data: bytes, now: float) -> bytes:
+        """Handle the whole text frames at the front of `data`; returns what is left (an
+        incomplete frame, or, with `_fast` now off, everything from the first other frame)."""
+        pos, n = 0, len(data)
+        while n - pos >= 2:
+            head1, head2 = data[pos], data[pos + 1]
+            length = head2 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - start < 2:
+                    break
+                length = (data[start] << 8) | data[start + 1]
+                start += 2
+            elif length == 127:
+                if n - start < 8:
+                    break
+                length = int.from_bytes(data[start : start + 8])
+                start += 8
+            masked = head2 & 0x80
+            if head1 != _FIN_TEXT or bool(masked) != self._masked_in or length > MAX_SIZE:
+                self._fast, self._slow = False, True
+                return data[pos:]
+            if masked:
+                start += 4
+            end = start + length
+            if end > n:
+                break
+            payload = data[start:end]
+            if masked:
+                payload = apply_mask(payload, data[start - 4 : start])
+            self.on_text(payload.decode(), now)
+            pos = end
+        return data[pos:] if pos else data
 
     def _opened(self) -> None:
         if not self.open.done():
@@ -349,8 +455,9 @@ class _Socket(asyncio.Protocol):
 
     def send(self, text: str) -> None:
         if self.protocol.state is State.OPEN:
-            self.protocol.send_text(text.encode())
-            self.flush()
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(text_frame(text.encode(), not self._masked_in))
 
     def close(self) -> None:
         if self.protocol.state is State.OPEN:

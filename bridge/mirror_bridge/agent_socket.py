@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 
-from mirror_bridge.framing import TEXT, FrameHandler, FrameReceiver, frame
+from mirror_bridge.framing import FrameHandler, FrameReceiver, masked_text_frame
 
 MAX_MESSAGE_BYTES = 2**20
 """The largest message taken from the agent (larger: closed with 1009, as websockets does)."""
@@ -52,7 +52,7 @@ class AgentConnection(ClientConnection):
     def write_now(self, text: str) -> bool:
         if self.paused or self.protocol.state is not OPEN or self.transport.is_closing():
             return False
-        self.transport.write(frame(text.encode(), TEXT, masked=True))
+        self.transport.write(masked_text_frame(text))
         return True
 
     async def recv(self, *args: Any, **kwargs: Any) -> NoReturn:

@@ -106,6 +106,38 @@ def _mask_key() -> bytes:
     return _keys[at : at + 4]
 
 
+def text_frame(text: str) -> bytes:
+    """`frame(text.encode())`, inline: the server's text frame, per message to Plivo."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((_FIN_TEXT, n)) + payload
+    if n < 65536:
+        return _H16.pack(_FIN_TEXT, 126, n) + payload
+    return _H64.pack(_FIN_TEXT, 127, n) + payload
+
+
+def masked_text_frame(text: str) -> bytes:
+    """`frame(text.encode(), masked=True)`, inline: the client's text frame, per message to
+    the agent."""
+    global _keys, _key_at
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes((_FIN_TEXT, 0x80 | n))
+    elif n < 65536:
+        head = _H16.pack(_FIN_TEXT, 0xFE, n)
+    else:
+        head = _H64.pack(_FIN_TEXT, 0xFF, n)
+    at = _key_at
+    if at >= len(_keys):
+        _keys = os.urandom(4096)
+        at = 0
+    _key_at = at + 4
+    key = _keys[at : at + 4]
+    return head + key + apply_mask(payload, key)
+
+
 def frame(payload: bytes, opcode: int = TEXT, masked: bool = False) -> bytes:
     """One final frame, no reserved bits; masked with a fresh random key when `masked`."""
     n = len(payload)

@@ -21,7 +21,7 @@ from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import OPEN
 
-from mirror_bridge.framing import TEXT, FrameHandler, FrameReceiver, frame
+from mirror_bridge.framing import FrameHandler, FrameReceiver, text_frame
 
 EXTENSION = "mirror.push"
 WS_PROTOCOL = "mirror_bridge.plivo_socket:PlivoWebSocketProtocol"
@@ -67,7 +67,7 @@ class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.transport.is_closing()
         ):
             return False
-        self.transport.write(frame(text.encode(), TEXT))
+        self.transport.write(text_frame(text))
         return True
 
     # --- uvicorn's hooks -----------------------------------------------------------------------

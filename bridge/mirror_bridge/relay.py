@@ -123,6 +123,11 @@ class CallSessionLike(Protocol):
         relays it with `io.send_plivo(message)` now or later, or drops it."""
         ...
 
+    # Optional, for the hot path (the relay uses them when a session has them):
+    # `take_plivo_event(event)` does `on_plivo_event` at once and returns None, or returns the
+    # coroutine that does it (or its rest); `take_agent_audio(message)` does `on_agent_audio`,
+    # which must then never wait, and returns None. No coroutine or task per frame.
+
     async def on_mirror_message(self, message: MirrorMessage) -> None:
         """A turn annotation or tool-gate request; the answer goes back with `io.send_agent`.
         Returns at once: scoring and gating run in the session's own tasks."""
@@ -471,8 +476,16 @@ class CallRelay:
                 return None
             if isinstance(event, StopEvent):
                 return self._run(self._plivo_stop(event, agent))
-            return self._run(session.on_plivo_event(event), "Plivo", event.event)
+            if take is None:
+                return self._run(session.on_plivo_event(event), "Plivo", event.event)
+            try:
+                rest = take(event)
+            except Exception as e:
+                self._session_failed("Plivo", event.event, e)
+                return None
+            return None if rest is None else self._run(rest, "Plivo", event.event)
 
+        take = getattr(session, "take_plivo_event", None)
         return on_plivo_frame
 
     async def _plivo_stop(self, event: StopEvent, agent: _Writer) -> None:
@@ -531,7 +544,13 @@ class CallRelay:
                 except PlivoProtocolError as e:
                     stats.skipped["agent_invalid"] += 1
                     return self._reply(agent, error_reply("invalid_message", str(e), message))
-                return self._run(session.on_agent_audio(message), "agent", event)
+                if take is None:
+                    return self._run(session.on_agent_audio(message), "agent", event)
+                try:
+                    take(message)
+                except Exception as e:
+                    self._session_failed("agent", event, e)
+                return None
             if is_mirror(message):
                 try:
                     parsed = parse_mirror_message(message)
@@ -551,6 +570,7 @@ class CallRelay:
                 ),
             )
 
+        take = getattr(session, "take_agent_audio", None)
         return on_agent_frame
 
     def _reply(self, agent: _Writer, message: dict[str, Any]) -> asyncio.Future[Any] | None:

@@ -258,21 +258,52 @@ class CallSession:
         if self.config.caller_silence_s > 0 and not self.closed and self._silence_task is None:
             self._silence_task = asyncio.get_running_loop().create_task(self._watch_silence())
 
-    async def on_plivo_event(self, event: Any) -> None:
+    def take_plivo_event(self, event: Any) -> Coroutine[Any, Any, None] | None:
+        """`on_plivo_event`, done at once when it can be (caller media, fifty a second, whose
+        writer has room): None when it is done, else the coroutine that does it (or its rest),
+        to be awaited before the next event."""
         raw = getattr(event, "raw", None)  # the relay's events keep their frame
         if type(raw) is not Frame and not isinstance(raw, dict):
             raw = as_dict(event)
+        if raw.get("event") != "media":
+            return self.on_plivo_event(event)
+        self.counts["caller_frames"] += 1  # forwarded as it came
+        if self._silence_task is not None:
+            now = self.clock()
+            # While audio plays to the caller, silence counts from its end (which only moves
+            # later, or to a later clear), so a loud frame now would not move it.
+            if self.playout.end < now and self._caller_loud(raw):
+                self._caller_heard_at = now
+        if self.closed or self._offer_agent(raw):
+            return None
+        return self._send_agent(raw)
+
+    def take_agent_audio(self, message: Any) -> None:
+        """`on_agent_audio`, which never waits, called without a coroutine."""
+        msg = message if isinstance(message, dict) else as_dict(message)
+        if self.closed:
+            self.counts["agent_frames_after_close"] += 1
+            return
+        turn = self._turn
+        if turn is not None and turn.state == "dropped":
+            self.counts["agent_frames_dropped"] += 1
+        elif turn is not None and turn.state == "scoring":
+            turn.held.append(msg)
+            self.counts["agent_frames_held"] += 1
+        elif self._active is not None:
+            self._after_speech.append(msg)  # never over our buffer line or correction
+        else:
+            self._enqueue(msg, AGENT)
+
+    async def on_plivo_event(self, event: Any) -> None:
+        raw = getattr(event, "raw", None)
+        if type(raw) is not Frame and not isinstance(raw, dict):
+            raw = as_dict(event)
         kind = raw.get("event")
-        if kind == "media":  # fifty a second: first, and forwarded as it came
-            self.counts["caller_frames"] += 1
-            if self._silence_task is not None:
-                now = self.clock()
-                # While audio plays to the caller, silence counts from its end (which only
-                # moves later, or to a later clear), so a loud frame now would not move it.
-                if self.playout.end < now and self._caller_loud(raw):
-                    self._caller_heard_at = now
-            if not self.closed and not self._offer_agent(raw):
-                await self._send_agent(raw)
+        if kind == "media":
+            rest = self.take_plivo_event(event)
+            if rest is not None:
+                await rest
             return
         forward = True
         if kind in ("playedStream", "played"):
@@ -335,20 +366,7 @@ class CallSession:
     # --- inbound: agent ----------------------------------------------------------------------
 
     async def on_agent_audio(self, message: Any) -> None:
-        msg = message if isinstance(message, dict) else as_dict(message)
-        if self.closed:
-            self.counts["agent_frames_after_close"] += 1
-            return
-        turn = self._turn
-        if turn is not None and turn.state == "dropped":
-            self.counts["agent_frames_dropped"] += 1
-        elif turn is not None and turn.state == "scoring":
-            turn.held.append(msg)
-            self.counts["agent_frames_held"] += 1
-        elif self._active is not None:
-            self._after_speech.append(msg)  # never over our buffer line or correction
-        else:
-            self._enqueue(msg, AGENT)
+        self.take_agent_audio(message)
 
     async def on_mirror_message(self, message: Any) -> None:
         msg = as_dict(message)

@@ -420,6 +420,34 @@ def test_session_hands_audio_over_at_once_and_never_reorders_when_the_queue_is_f
     run(scenario())
 
 
+def test_caller_media_and_agent_audio_are_taken_without_a_coroutine_when_nothing_waits() -> None:
+    async def scenario() -> None:
+        session, _, _ = make_session(FakeTransport())
+        wire = OfferingWire(room=100)
+        session.io = wire.io()
+        await session.on_start(start_event())
+        media = {"event": "media", "media": {"payload": PAYLOAD}}
+        assert session.take_plivo_event(dict(media)) is None  # offered: done
+        assert wire.agent == [media] and session.counts["caller_frames"] == 1
+        session.take_agent_audio(frame(1))
+        assert wire.plivo == [frame(1)] and session.counts["agent_frames_sent"] == 1
+        # the agent's writer is full: the rest comes back as a coroutine, which sends it
+        wire.offer_agent = lambda message: False  # type: ignore[method-assign]
+        session.io = wire.io()
+        rest = session.take_plivo_event(dict(media))
+        assert rest is not None and wire.agent == [media]
+        await rest
+        assert wire.agent == [media, media] and session.counts["caller_frames"] == 2
+        # anything but media is on_plivo_event's
+        dtmf = session.take_plivo_event({"event": "dtmf", "dtmf": {"digit": "1"}})
+        assert dtmf is not None
+        await dtmf
+        assert session.counts["dtmf"] == 1
+        await session.close("stop")
+
+    run(scenario())
+
+
 def test_clear_audio_on_intervene_is_handed_over_before_the_verdict_returns() -> None:
     async def scenario() -> None:
         transport = FakeTransport({"score_turn": [(0.0, INTERVENE)]})

@@ -294,6 +294,12 @@ def test_frames_are_serialised_as_websockets_serialises_them() -> None:
         server.receive_data(masked)
         [event] = server.events_received()
         assert event.opcode is Opcode.TEXT and event.data == payload
+        text = "é" * n
+        assert framing.text_frame(text) == frame(text.encode())
+        server = ServerProtocol(state=State.OPEN, max_size=None)
+        server.receive_data(framing.masked_text_frame(text))
+        [event] = server.events_received()
+        assert event.opcode is Opcode.TEXT and event.data.decode() == text
     keys = {frame(b"x", masked=True)[2:6] for _ in range(3000)}
     assert len(keys) > 2990  # a fresh key each frame (across refills of the key block)
 

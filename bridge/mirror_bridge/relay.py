@@ -72,6 +72,7 @@ from mirror_bridge.plivo_protocol import (
 from mirror_bridge.plivo_socket import push_socket
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import TenantConfig, TenantDirectory, normalize_number
+from mirror_bridge.transport import GIL_SWITCH_INTERVAL_S
 
 log = logging.getLogger("mirror_bridge.relay")
 
@@ -186,18 +187,13 @@ AgentConnector = Callable[[str, dict[str, str]], Awaitable[AgentSocket]]
 
 _heap_frozen = False
 
-GIL_SWITCH_INTERVAL_S = 0.0005
-"""How long a thread that holds the GIL (a function call on the transport's pool: the
-in-process handlers, boto3's JSON work) may keep the event loop waiting for it, at most, when
-the loop wants it back. Python's default, 5 ms, is a quarter of an audio frame: every call's
-audio would stall that long behind one ScoreTurn."""
-
 
 def freeze_startup_heap() -> bool:
     """Once per process (True the time it freezes): move every object the garbage collector
     tracks so far into its permanent generation. Start-up state lives as long as the process;
     left in the generations, each full collection walks all of it while the loop, and every
-    call's audio, waits. The GIL's switch interval is set then too (`GIL_SWITCH_INTERVAL_S`)."""
+    call's audio, waits. The GIL's switch interval is set then too
+    (`transport.GIL_SWITCH_INTERVAL_S`)."""
     global _heap_frozen
     if _heap_frozen:
         return False

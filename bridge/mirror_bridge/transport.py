@@ -11,12 +11,14 @@ audio, never waits on them, and a burst of calls cannot start unbounded threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,37 @@ def check_answer(name: str, answer: Any) -> dict[str, Any]:
         kind = error.get("type") if isinstance(error, dict) else None
         raise FunctionError(name, "error_response", str(kind or error)[:200])
     return answer
+
+
+GIL_SWITCH_INTERVAL_S = 0.0001
+"""The GIL's switch interval while no in-process handler runs (the relay sets it at the first
+call): how long a thread holding the GIL (boto3's work on the pool, speech) may keep the event
+loop, and every call's audio, waiting when it wants the GIL back, and how long a function call's
+thread waits for it to start. Python's default, 5 ms, is a quarter of an audio frame."""
+HANDLER_SWITCH_INTERVAL_S = 0.002
+"""The switch interval while an in-process handler runs (`InProcessTransport`): ScoreTurn's
+~1 ms runs to its end rather than in 0.1 ms slices between audio frames (the loop waits at most
+this long for the GIL; the verdict comes back sooner)."""
+
+_handlers_running = 0
+_handlers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _handler_running() -> Iterator[None]:
+    """Around an in-process handler, in its thread: `HANDLER_SWITCH_INTERVAL_S` while any runs."""
+    global _handlers_running
+    with _handlers_lock:
+        _handlers_running += 1
+        if _handlers_running == 1:
+            sys.setswitchinterval(HANDLER_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        with _handlers_lock:
+            _handlers_running -= 1
+            if _handlers_running == 0:
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 async def _run_bounded(
@@ -252,31 +285,39 @@ class InProcessTransport:
             async with asyncio.timeout(timeout_s):
                 queue = self._free.get(name) or await self._queue(name)
                 handler = await queue.get()
-                context = LambdaContext(function_name=name, deadline=deadline)
-                # a JSON round trip: the handler sees what Lambda would hand it, never our objects
-                answer = await self._run(queue, handler, json.loads(json.dumps(payload)), context)
+                answer = await self._run(queue, handler, name, json.dumps(payload), deadline)
         except TimeoutError:
             raise FunctionError(name, "timeout", f"no answer within {timeout_s:.3f} s") from None
         except FunctionError:
             raise
         except Exception as e:
             raise FunctionError(name, "function_error", f"{type(e).__name__}: {e}") from e
-        return check_answer(name, json.loads(json.dumps(answer)))
+        return check_answer(name, answer)
 
     def _run(
         self,
         queue: asyncio.Queue[Handler],
         handler: Handler,
-        event: dict[str, Any],
-        context: LambdaContext,
+        name: str,
+        event_json: str,
+        deadline: float,
     ) -> asyncio.Future[Any]:
         """The handler in the pool; its container goes back to `queue` only once it is really
         done (a timed-out call keeps it until it returns), and the answer and the container
         come back to the loop in one wake-up. Cancelling the result cancels the call if it
-        has not started."""
+        has not started. A JSON round trip each way, in the worker: the handler sees what
+        Lambda would hand it and its answer comes back as Lambda would return it (never shared
+        objects), and the loop, which carries the audio, does none of that work."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
-        work = self._pool.submit(handler, event, context)
+
+        def call() -> Any:  # in the worker thread
+            with _handler_running():
+                context = LambdaContext(function_name=name, deadline=deadline)
+                answer = handler(json.loads(event_json), context)
+            return json.loads(json.dumps(answer))
+
+        work = self._pool.submit(call)
 
         def back() -> None:  # on the loop
             queue.put_nowait(handler)

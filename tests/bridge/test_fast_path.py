@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketState
 
 from mirror_bridge import plivo_protocol as pp
 from mirror_bridge import relay as relay_module
+from mirror_bridge import transport as transport_module
 from mirror_bridge.relay import CallRelay, _Writer
 from mirror_bridge.session import SessionIO
 from mirror_bridge.settings import Settings
@@ -530,6 +531,42 @@ def test_in_process_transport_errors_and_a_call_cancelled_before_it_started() ->
     transport.shutdown()
 
 
+def test_in_process_handlers_run_with_the_longer_switch_interval_and_json_round_trips() -> None:
+    seen: list[float] = []
+    received: list[Any] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        received.append(event)
+        assert context.function_name == "score_turn" and context.get_remaining_time_in_millis()
+        return {"echo": event["shared"], "when": ("a", 1)}  # a tuple: a list after JSON
+
+    def unserialisable(event: dict[str, Any], context: Any) -> Any:
+        return {"x": object()}
+
+    transport = InProcessTransport(
+        {"score_turn": handler, "generate_correction": unserialisable}, containers=1
+    )
+    interval = sys.getswitchinterval()
+
+    async def scenario() -> None:
+        shared = {"k": [1, 2]}
+        answer = await transport.invoke("score_turn", {"shared": shared}, 2.0)
+        assert seen == [pytest.approx(transport_module.HANDLER_SWITCH_INTERVAL_S)]
+        assert received[0]["shared"] == shared and received[0]["shared"] is not shared
+        assert answer == {"echo": {"k": [1, 2]}, "when": ["a", 1]}
+        assert sys.getswitchinterval() == pytest.approx(transport_module.GIL_SWITCH_INTERVAL_S)
+        with pytest.raises(FunctionError) as failed:  # not JSON: a function error, as Lambda's
+            await transport.invoke("generate_correction", {}, 2.0)
+        assert failed.value.kind == "function_error"
+
+    try:
+        run(scenario())
+    finally:
+        sys.setswitchinterval(interval)
+        transport.shutdown()
+
+
 # --- the start-up heap ------------------------------------------------------------------------
 
 
@@ -542,6 +579,6 @@ def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.Monkey
         assert relay_module.freeze_startup_heap() is True
         assert relay_module.freeze_startup_heap() is False
         assert frozen == [True]
-        assert sys.getswitchinterval() == pytest.approx(relay_module.GIL_SWITCH_INTERVAL_S)
+        assert sys.getswitchinterval() == pytest.approx(transport_module.GIL_SWITCH_INTERVAL_S)
     finally:
         sys.setswitchinterval(interval)

@@ -172,6 +172,46 @@ def test_writer_sends_at_once_to_an_idle_socket() -> None:
     run(scenario())
 
 
+def test_writer_writes_straight_to_a_push_socket_and_falls_back_to_the_awaited_send() -> None:
+    async def scenario() -> None:
+        sock = Socket()
+        sock.gate.clear()  # the awaited send waits (the transport's buffer is full)
+        written: list[str] = []
+        room = [True]
+
+        def write_now(text: str) -> bool:
+            if not room[0]:
+                return False
+            written.append(text)
+            return True
+
+        writer = _Writer("agent", sock.send, size=4, write_now=write_now)
+        assert writer.offer(msg(1))
+        await writer.put(msg(2))
+        assert [json.loads(t)["n"] for t in written] == [1, 2] and sock.sent == []
+        raw = pp.decode_frame(AGENT_AUDIO)
+        assert writer.offer(raw) and written[-1] is AGENT_AUDIO  # as it came
+        room[0] = False  # paused: queued, sent by the awaited path, in order
+        assert writer.offer(msg(3))
+        room[0] = True
+        assert writer.offer(msg(4))  # behind 3, not past it
+        assert [json.loads(t)["n"] for t in written[:2]] == [1, 2] and len(written) == 3
+        sock.gate.set()
+        await until(lambda: writer._task is None)
+        assert numbers(sock) == [3, 4] and writer.sent == 5
+        assert writer.offer(msg(5)) and json.loads(written[-1])["n"] == 5  # idle again
+
+        def broken(text: str) -> bool:
+            raise ConnectionError("gone")
+
+        dead = _Writer("plivo", sock.send, size=4, write_now=broken)
+        assert dead.offer(msg(1)) and dead.dead  # as a failed send: given up
+        await dead.put(msg(2))  # dropped, never raises
+        await writer.finish(1.0)
+
+    run(scenario())
+
+
 def test_writer_queues_in_order_behind_a_slow_socket_and_bounds_the_queue() -> None:
     async def scenario() -> None:
         sock = Socket()

@@ -384,6 +384,8 @@ def test_the_agent_connection_closes_cleanly_and_answers_pings() -> None:
             while not got:
                 await asyncio.sleep(0.01)
             assert got == ["pong in True"]
+            latency = await asyncio.wait_for(await conn.ping(), 5)  # keepalive's ping: answered
+            assert latency >= 0 and conn.latency == latency
             conn.stop_delivery()
             await asyncio.wait_for(conn.close(), 5)
             assert conn.protocol.state is CLOSED and conn.close_code == 1000

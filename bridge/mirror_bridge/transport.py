@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -304,39 +304,43 @@ class InProcessTransport:
     ) -> asyncio.Future[Any]:
         """The handler in the pool; its container goes back to `queue` only once it is really
         done (a timed-out call keeps it until it returns), and the answer and the container
-        come back to the loop in one wake-up. Cancelling the result cancels the call if it
-        has not started. A JSON round trip each way, in the worker: the handler sees what
-        Lambda would hand it and its answer comes back as Lambda would return it (never shared
-        objects), and the loop, which carries the audio, does none of that work."""
+        come back to the loop in one wake-up, scheduled by the worker before it lets go of the
+        handler's GIL priority. Cancelling the result cancels the call if it has not started.
+        A JSON round trip each way, in the worker: the handler sees what Lambda would hand it
+        and its answer comes back as Lambda would return it (never shared objects), and the
+        loop, which carries the audio, does none of that work."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
 
-        def call() -> Any:  # in the worker thread
-            with _handler_running():
-                context = LambdaContext(function_name=name, deadline=deadline)
-                answer = handler(json.loads(event_json), context)
-            return json.loads(json.dumps(answer))
-
-        work = self._pool.submit(call)
-
-        def back() -> None:  # on the loop
-            queue.put_nowait(handler)
+        def back(answer: Any, error: BaseException | None, cancelled: bool = False) -> None:
+            queue.put_nowait(handler)  # on the loop
             if done.done():  # timed out meanwhile
                 return
-            if work.cancelled():
+            if cancelled:
                 done.cancel()
-            elif (error := work.exception()) is not None:
+            elif error is not None:
                 done.set_exception(error)
             else:
-                done.set_result(work.result())
+                done.set_result(answer)
 
-        def finished(_: Future[Any]) -> None:  # in the worker thread (or here, if cancelled)
+        def hand_back(*outcome: Any) -> None:
             try:
-                loop.call_soon_threadsafe(back)
+                loop.call_soon_threadsafe(back, *outcome)
             except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
                 pass
 
-        work.add_done_callback(finished)
+        def call() -> None:  # in the worker thread, to the hand-back with its GIL priority
+            with _handler_running():
+                try:
+                    context = LambdaContext(function_name=name, deadline=deadline)
+                    answer = handler(json.loads(event_json), context)
+                    hand_back(json.loads(json.dumps(answer)), None)
+                except BaseException as e:  # as Lambda reports it: the call failed
+                    hand_back(None, e)
+
+        work = self._pool.submit(call)
+        # cancelled before it started (the caller gave up): the container comes back all the same
+        work.add_done_callback(lambda w: hand_back(None, None, True) if w.cancelled() else None)
         done.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
         return done
 

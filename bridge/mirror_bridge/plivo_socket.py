@@ -48,7 +48,8 @@ class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
                 ended = True
         if self.read_paused:  # uvicorn pauses after each queued message
             self.read_paused = False
-            self.transport.resume_reading()
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
         if ended or self.disconnected:
             receiver.eof()
         receiver.start(handler, on_end)

@@ -540,3 +540,66 @@ def test_a_64_bit_length_is_never_read_as_a_short_frame() -> None:
         assert rec.got == ["q" * 70000]
 
     run(scenario())
+
+
+@pytest.mark.parametrize("early", ["media", "gone"])
+def test_what_plivo_sent_while_the_agent_was_dialled_is_delivered_then_its_end(
+    early: str,
+) -> None:
+    """Frames (or the hang-up) that came while the agent was being dialled waited in uvicorn's
+    queue: the push path delivers them first, in order, then the end."""
+    from mirror_bridge.app import create_app
+    from mirror_bridge.relay import agent_connector
+    from mirror_bridge.settings import Settings
+    from mirror_bridge.tenants import StaticTenants, TenantConfig
+    from tests.bridge.conftest import AUTH_TOKEN, LiveServer, free_port
+    from tests.bridge.plivo_peer import PlivoPeer
+    from tests.bridge.scripted_agent import ScriptedAgent, idle
+    from tests.bridge.test_relay import NUMBER, RecordingSession
+
+    async def main() -> None:
+        async with ScriptedAgent(idle) as agent:
+            port = free_port()
+            settings = Settings(
+                auth_token=AUTH_TOKEN, public_base_url=f"http://127.0.0.1:{port}",
+                close_drain_s=0.5,
+            )  # fmt: skip
+            dial = agent_connector(settings)
+
+            async def slow_connect(url: str, headers: dict[str, str]) -> Any:
+                await asyncio.sleep(0.3)  # Plivo's frames queue meanwhile
+                return await dial(url, headers)
+
+            sessions: list[RecordingSession] = []
+            tenants = StaticTenants({NUMBER: TenantConfig(tenant_id="acme", agent_url=agent.url)})
+            app = create_app(
+                settings, tenants=tenants, connect_agent=slow_connect,
+                session_factory=lambda ctx, io: RecordingSession(ctx, io, sessions),
+            )  # fmt: skip
+            with LiveServer(app, port):
+                peer = PlivoPeer(
+                    f"ws://127.0.0.1:{port}/plivo/stream", auth_token=AUTH_TOKEN,
+                    extra_headers=f"mirrorNumber={NUMBER}", speed=20.0,
+                )  # fmt: skip
+                await peer.connect()
+                await peer.start()
+                if early == "media":
+                    await peer.media(5)
+                    await asyncio.wait_for(agent.connected.wait(), 5)
+                    await agent.calls[0].wait_event("media", count=5)
+                    await peer.stop()
+                else:
+                    await peer.close()  # gone before the agent answered
+                for _ in range(500):
+                    if sessions and sessions[0].closes:
+                        break
+                    await asyncio.sleep(0.01)
+                relay = app.state.relays[0]
+        assert sessions[0].closes == (["stop"] if early == "media" else ["plivo_closed"])
+        if early == "media":
+            assert [m["event"] for m in agent.calls[0].events()] == ["start"] + ["media"] * 5 + [
+                "stop"
+            ]
+            assert relay.plivo.scope["extensions"][EXTENSION].receiver is not None
+
+    run(main())

@@ -7,6 +7,7 @@ gating holds the irreversible calls (fail closed; `tool_gate_failure_mode`) and 
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -75,7 +76,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         return response
 
     logger.append_keys(call_id=parsed.call_id, tenant_id=parsed.tenant_id or "default")
-    logger.debug("gate", extra={"event": redact_event(event)})
+    if logger.isEnabledFor(logging.DEBUG):  # no redaction for a line that is off
+        logger.debug("gate", extra={"event": redact_event(event)})
     try:
         outcome = service().gate(parsed, config, context)
     except Exception as e:  # noqa: BLE001 - a planned tool call always gets a decision

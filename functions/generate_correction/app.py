@@ -10,6 +10,7 @@ speak, so a failing LLM or state store still returns a correction (the template 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -106,7 +107,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         return response
 
     logger.append_keys(call_id=parsed.call_id, tenant_id=parsed.tenant_id or "default")
-    logger.debug("correction request", extra={"event": redact_event(event)})
+    if logger.isEnabledFor(logging.DEBUG):  # no redaction for a line that is off
+        logger.debug("correction request", extra={"event": redact_event(event)})
     turn_id = parsed.turn_id or context.aws_request_id
     config = config_for(parsed)
     try:
@@ -146,5 +148,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "replayed": result.replayed,
         },
     )
-    logger.debug("correction text", extra={"correction_text": redact(result.correction_text)})
+    if logger.isEnabledFor(logging.DEBUG):  # no redaction for a line that is off
+        logger.debug("correction text", extra={"correction_text": redact(result.correction_text)})
     return result.model_dump(mode="json")

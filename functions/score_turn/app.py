@@ -7,6 +7,7 @@ exception, so the caller can apply the failure rules (speech fails open, tools h
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -57,7 +58,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         return response
 
     logger.append_keys(call_id=parsed.call_id, tenant_id=parsed.tenant_id or "default")
-    logger.debug("turn", extra={"event": redact_event(event)})
+    if logger.isEnabledFor(logging.DEBUG):  # no redaction for a line that is off
+        logger.debug("turn", extra={"event": redact_event(event)})
     try:
         config = config_for_event(BASE_CONFIG, parsed)
     except ValidationError as e:  # the event's own policies or tools do not compile

@@ -29,7 +29,13 @@ Figures (one JSON line with --json):
   (`InProcessTransport`) with their state in the core's `InMemoryStateStore` (not moto: a moto
   round trip alone costs ~15 ms; `make demo` shows the moto path). The handler runs on the
   transport's thread pool as `make demo` runs it; `verdict_handler_ms` is its own time in that
-  thread (p50), the rest is the hop there and back and the loop's turn.
+  thread (p50), the rest is the hop there (`verdict_to_handler_ms`: the annotation to the
+  handler starting in its thread) and back (`verdict_from_handler_ms`: the handler's end to the
+  verdict on the loop), each p50 on its own.
+- CPUs: the bridge runs on one CPU (`--bridge-cpus`, default the first), as its Fargate task
+  has one vCPU (`Cpu: "1024"` in template.yaml), and the load, which stands in for Plivo and
+  the agent (elsewhere in a real call), on the others (`--load-cpus`); `any` turns pinning off.
+  On a single-CPU machine nothing is pinned.
 - Context for all of them: `bridge_cpu_s` and `bridge_cpu_us_per_frame` (the bridge process's
   CPU from its first call; one event loop can give one core), `load_cpu_us_per_frame`,
   `bridge_gc_max_ms` (the longest garbage collection in the bridge once calls run),
@@ -39,6 +45,7 @@ Figures (one JSON line with --json):
     python benchmarks/bridge.py --calls 50 --seconds 5
     python benchmarks/bridge.py --json --profile /tmp/bridge.prof   # cProfile of the bridge
     python benchmarks/bridge.py --json --loop asyncio         # the bridge without uvloop
+    python benchmarks/bridge.py --json --bridge-cpus any --load-cpus any   # no pinning
 """
 
 from __future__ import annotations
@@ -123,9 +130,13 @@ def ms(value: float | None) -> float | None:
 # --- the bridge (subprocess) ----------------------------------------------------------------
 
 
-def serve(port: int, agent_url: str, profile: str | None, ws: str, loop: str) -> None:
+def serve(
+    port: int, agent_url: str, profile: str | None, ws: str, loop: str, cpus: set[int]
+) -> None:
     """The bridge as `mirror_bridge.wiring` builds it (`BRIDGE_MODE=local`: in-process
     functions, offline speech) on 127.0.0.1:port, plus GET /bench/stats and POST /bench/stop."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # before any thread starts: they all inherit it
     sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]
     import logging
 
@@ -150,12 +161,15 @@ def serve(port: int, agent_url: str, profile: str | None, ws: str, loop: str) ->
         """ScoreTurn's own time, in the worker thread that runs it."""
 
         def run(event: dict[str, Any], context: Any) -> Any:
+            began = time.monotonic()
             start = time.perf_counter()
             try:
                 return handler(event, context)
             finally:
                 entry = stamps.setdefault(str(event.get("call_id")), {})
                 entry["handler_s"] = time.perf_counter() - start
+                entry["handler_began"] = began
+                entry["handler_ended"] = time.monotonic()
 
         return run
 
@@ -712,7 +726,7 @@ class AgentServer:
 
 
 def start_bridge(
-    port: int, agent_url: str, profile: str | None, ws: str, loop: str, log: Any
+    port: int, agent_url: str, profile: str | None, ws: str, loop: str, cpus: set[int], log: Any
 ) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
@@ -729,7 +743,7 @@ def start_bridge(
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "MIRROR_CONFIG", "OPENAI_API_KEY"):
         env.pop(name, None)
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), agent_url]
-    command += ["--ws", ws, "--loop", loop]
+    command += ["--ws", ws, "--loop", loop, "--bridge-cpus", format_cpus(cpus)]
     if profile:
         command += ["--profile", profile]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
@@ -778,7 +792,7 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     agent = AgentServer(by_id)
     agent_url = await agent.start()
     port = free_port()
-    process = start_bridge(port, agent_url, args.profile, args.ws, args.loop, log)
+    process = start_bridge(port, agent_url, args.profile, args.ws, args.loop, args.bridge_cpus, log)
     try:
         await asyncio.to_thread(wait_ready, port, process)
         url = f"ws://127.0.0.1:{port}/plivo/stream"
@@ -839,6 +853,8 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     verdict: list[float] = []
     verdict_sent: list[float] = []
     handler: list[float] = []
+    to_handler: list[float] = []
+    from_handler: list[float] = []
     interventions = 0
     for c in calls:
         stamp = stamps.get(c.call_id) or {}
@@ -848,6 +864,10 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
             verdict_sent.append(stamp["verdict_at"] - c.annotated_at)
         if "handler_s" in stamp:
             handler.append(stamp["handler_s"])
+        if "handler_began" in stamp and "annotation_at" in stamp:
+            to_handler.append(stamp["handler_began"] - stamp["annotation_at"])
+        if "handler_ended" in stamp and "verdict_at" in stamp:
+            from_handler.append(stamp["verdict_at"] - stamp["handler_ended"])
         if c.mistake_at is None:
             continue
         if stamp.get("decision") == "intervene" and c.clear_at is not None:
@@ -873,6 +893,8 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "verdict_max_ms": ms(max(verdict) if verdict else None),
         "verdict_from_agent_send_ms": ms(percentile(verdict_sent, 50)),
         "verdict_handler_ms": ms(percentile(handler, 50)),
+        "verdict_to_handler_ms": ms(percentile(to_handler, 50)),
+        "verdict_from_handler_ms": ms(percentile(from_handler, 50)),
         "verdict_transport": "in-process handlers (InProcessTransport), InMemoryStateStore",
         "call_ended_events": server.get("call_ended"),
         "errors": len(errors),
@@ -889,6 +911,8 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "bridge_loop": server.get("loop"),
         "load_loop": server.get("load_loop"),
         "cpus": os.cpu_count(),
+        "bridge_cpus": sorted(args.bridge_cpus) or "any",
+        "load_cpus": sorted(args.load_cpus) or "any",
         "loadavg_1m_before": server.get("loadavg_before"),
         "targets": TARGETS,
     }
@@ -907,6 +931,34 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     if errors:
         result["first_errors"] = errors[:3]
     return result
+
+
+def parse_cpus(text: str) -> set[int]:
+    """'0,2' -> {0, 2}; 'any' -> set() (no pinning)."""
+    if text.strip().lower() == "any":
+        return set()
+    try:
+        cpus = {int(c) for c in text.split(",") if c.strip()}
+    except ValueError:
+        message = f"not a CPU list: {text!r} (e.g. 0 or 0,1, or any)"
+        raise argparse.ArgumentTypeError(message) from None
+    available = set(range(os.cpu_count() or 1))
+    if not cpus or not cpus <= available:
+        raise argparse.ArgumentTypeError(f"CPUs {text!r} are not among {sorted(available)}")
+    return cpus
+
+
+def format_cpus(cpus: set[int]) -> str:
+    return ",".join(map(str, sorted(cpus))) or "any"
+
+
+def default_cpus() -> tuple[set[int], set[int]]:
+    """The bridge on one CPU (its Fargate task has one vCPU: template.yaml's `Cpu: "1024"`),
+    the load on the rest; no pinning on a single CPU."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return set(), set()
+    return {available[0]}, set(available[1:])
 
 
 def load_loop_factory() -> Any:
@@ -939,11 +991,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="uvicorn's event loop for the bridge (default: auto, as deployed: uvloop if present)",
     )
+    bridge_cpus, load_cpus = default_cpus()
+    parser.add_argument(
+        "--bridge-cpus",
+        type=parse_cpus,
+        default=bridge_cpus,
+        help="CPUs the bridge process may run on, e.g. 0 or 0,1; 'any' for no pinning (default: "
+        "one CPU, as its 1-vCPU Fargate task runs it, when the machine has two or more)",
+    )
+    parser.add_argument(
+        "--load-cpus",
+        type=parse_cpus,
+        default=load_cpus,
+        help="CPUs the load (the Plivo peers and the echo agent, which run elsewhere in a real "
+        "call) may run on; 'any' for no pinning (default: the other CPUs)",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "AGENT_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1], args.profile, args.ws, args.loop)
+        serve(int(args.serve[0]), args.serve[1], args.profile, args.ws, args.loop, args.bridge_cpus)
         return 0
+    if args.load_cpus:
+        os.sched_setaffinity(0, args.load_cpus)  # before the loop and its threads start
     if args.calls < 1 or args.seconds <= 0 or not 0 <= args.mistakes <= args.calls:
         parser.error("need calls >= 1, seconds > 0 and 0 <= mistakes <= calls")
     with tempfile.TemporaryFile("w+") as log:

@@ -40,6 +40,14 @@ def test_bridge_benchmark_prints_one_json_line_with_every_figure() -> None:
     assert figures["verdict_ms"] > 0 and figures["clear_after_verdict_ms"] >= 0
     # each verdict's interval holds its handler's run, so the medians keep that order
     assert 0 < figures["verdict_handler_ms"] <= figures["verdict_ms"]
+    assert 0 <= figures["verdict_to_handler_ms"] < figures["verdict_ms"]
+    assert 0 <= figures["verdict_from_handler_ms"] < figures["verdict_ms"]
+    # the bridge on one CPU, as its 1-vCPU Fargate task, the load on the others
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(figures["bridge_cpus"]) == 1
+        assert not set(figures["bridge_cpus"]) & set(figures["load_cpus"])
+    else:
+        assert figures["bridge_cpus"] == figures["load_cpus"] == "any"
     assert figures["bridge_gc_frozen"] > 0  # the start-up heap, frozen at the first call
     assert set(figures["met"]) == set(figures["targets"])
     assert figures["met"]["calls"] is False  # 4 calls are not the 200 of the target

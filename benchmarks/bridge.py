@@ -3,7 +3,8 @@
 The bridge (`mirror_bridge.app.create_app` with the production `CallSession`) runs under uvicorn
 in a **subprocess** with its own event loop, as one Fargate task runs it; this process runs the
 load: N Plivo peers (the client side of Plivo's bidirectional stream, V3-signed upgrade, `start`,
-20 ms μ-law `media` frames on a fixed 20 ms schedule, `clearedAudio` for every `clearAudio`,
+20 ms μ-law `media` frames on a fixed 20 ms schedule, each call at its own phase of it as
+independent calls are (`--aligned`: all on two phases), `clearedAudio` for every `clearAudio`,
 `playedStream` for every checkpoint once the queued audio has "played") and an echo agent (the
 WebSocket server the bridge dials per call; it plays every caller frame straight back as
 `playAudio`). Every frame carries its index in its audio bytes, so each one is matched on the
@@ -46,6 +47,7 @@ Figures (one JSON line with --json):
     python benchmarks/bridge.py --json --profile /tmp/bridge.prof   # cProfile of the bridge
     python benchmarks/bridge.py --json --loop asyncio         # the bridge without uvloop
     python benchmarks/bridge.py --json --bridge-cpus any --load-cpus any   # no pinning
+    python benchmarks/bridge.py --json --aligned              # every call's frames in 2 bursts
 """
 
 from __future__ import annotations
@@ -797,13 +799,13 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         await asyncio.to_thread(wait_ready, port, process)
         url = f"ws://127.0.0.1:{port}/plivo/stream"
         begin = time.monotonic() + 0.2
-        ramp = args.ramp
+        starts = call_starts(begin, args.ramp, len(calls), aligned=args.aligned)
         peers = [PeerSocket(url, c) for c in calls]
         # the load's own full collections would stall frames and count against the bridge
         gc.collect()
         gc.freeze()
         results = await asyncio.gather(
-            *(p.run(url, begin + ramp * i / max(1, len(peers))) for i, p in enumerate(peers)),
+            *(p.run(url, start) for p, start in zip(peers, starts, strict=True)),
             return_exceptions=True,
         )
         for c, r in zip(calls, results, strict=True):
@@ -911,6 +913,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "bridge_loop": server.get("loop"),
         "load_loop": server.get("load_loop"),
         "cpus": os.cpu_count(),
+        "phases": "aligned" if args.aligned else "spread",
         "bridge_cpus": sorted(args.bridge_cpus) or "any",
         "load_cpus": sorted(args.load_cpus) or "any",
         "loadavg_1m_before": server.get("loadavg_before"),
@@ -931,6 +934,18 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     if errors:
         result["first_errors"] = errors[:3]
     return result
+
+
+def call_starts(begin: float, ramp: float, n: int, *, aligned: bool = False) -> list[float]:
+    """When each call starts: spread over `ramp` seconds, each at its own phase of the 20 ms
+    frame clock, as independent calls start (the golden-ratio sequence spreads the phases
+    evenly). `aligned` starts them on the ramp's steps alone: with the default 2 s for 200 calls
+    that is every 10 ms, so every call's frames fall into the same two slots of each 20 ms."""
+    golden = 0.6180339887498949
+    return [
+        begin + ramp * i / max(1, n) + (0.0 if aligned else (i * golden) % 1.0 * FRAME_S)
+        for i in range(n)
+    ]
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -978,6 +993,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="caller audio per call")
     parser.add_argument("--mistakes", type=int, default=20, help="calls with a scripted mistake")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which calls start")
+    parser.add_argument(
+        "--aligned",
+        action="store_true",
+        help="start calls on the ramp's steps only, not each at its own phase of the 20 ms frame "
+        "clock (the default ramp then sends every call's frames in two bursts per 20 ms)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON line")
     parser.add_argument("--profile", help="write a cProfile of the bridge process here")
     parser.add_argument(

@@ -51,3 +51,19 @@ def test_bridge_benchmark_prints_one_json_line_with_every_figure() -> None:
     assert figures["bridge_gc_frozen"] > 0  # the start-up heap, frozen at the first call
     assert set(figures["met"]) == set(figures["targets"])
     assert figures["met"]["calls"] is False  # 4 calls are not the 200 of the target
+
+
+def test_calls_start_at_spread_phases_of_the_frame_clock_unless_aligned() -> None:
+    from benchmarks.bridge import FRAME_S, call_starts
+
+    spread = call_starts(100.0, 2.0, 200)
+    aligned = call_starts(100.0, 2.0, 200, aligned=True)
+    assert aligned == [100.0 + 2.0 * i / 200 for i in range(200)]
+    # aligned: every start is on a 10 ms step, so all frames share two slots of each 20 ms
+    assert {round((t - 100.0) % FRAME_S * 1000, 6) % 10 for t in aligned} == {0.0}
+    # spread: each call within one frame of its ramp step, no two at the same phase, and every
+    # 2 ms slice of the 20 ms clock holds some
+    assert all(0 <= s - a < FRAME_S for s, a in zip(spread, aligned, strict=True))
+    phases = [(t - 100.0) % FRAME_S for t in spread]
+    assert len({round(p, 9) for p in phases}) == 200
+    assert {int(p / FRAME_S * 10) for p in phases} == set(range(10))

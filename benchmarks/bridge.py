@@ -78,7 +78,6 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
 try:
@@ -88,6 +87,10 @@ except ImportError:  # pragma: no cover - websockets' pure-Python fallback
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE_DIR = REPO / "bridge"
+sys.path[:0] = [str(BRIDGE_DIR), str(REPO / "shared")]
+# The frames the load writes and its between-frames check are the bridge's own (tested against
+# websockets' parser in tests/bridge/test_push.py), not a second copy.
+from mirror_bridge.framing import between_frames, frame  # noqa: E402
 
 AUTH_TOKEN = "bench-auth-token"
 NUMBER = "14155550100"
@@ -321,53 +324,7 @@ def frame_index(payload_b64: str) -> int:
 
 
 MAX_SIZE = 2**20
-_FIN_TEXT = 0x81
-_H16 = struct.Struct("!BBH")
-_AT_EOF = StreamReader.at_eof.__code__
-
-
-def _between_frames(protocol: ClientProtocol | ServerProtocol) -> bool:
-    """websockets' parser waits for the first byte of a frame (suspended in
-    `StreamReader.at_eof` with nothing buffered): frames can be parsed without it from here."""
-    if protocol.state is not State.OPEN or protocol.reader.buffer:
-        return False
-    gen: Any = protocol.parser
-    while (inner := getattr(gen, "gi_yieldfrom", None)) is not None:
-        gen = inner
-    return getattr(gen, "gi_code", None) is _AT_EOF
-
-
-class _MaskKeys:
-    """Masking keys cut from `os.urandom` in blocks (one system call per 1,024 frames)."""
-
-    def __init__(self) -> None:
-        self.block = b""
-        self.at = 0
-
-    def next(self) -> bytes:
-        if self.at >= len(self.block):
-            self.block, self.at = os.urandom(4096), 0
-        self.at += 4
-        return self.block[self.at - 4 : self.at]
-
-
-_KEYS = _MaskKeys()
-
-
-def text_frame(data: bytes, masked: bool) -> bytes:
-    """One final text frame, as websockets' `Frame.serialize` writes it."""
-    n = len(data)
-    bit = 0x80 if masked else 0
-    if n < 126:
-        head = bytes((_FIN_TEXT, bit | n))
-    elif n < 65536:
-        head = _H16.pack(_FIN_TEXT, bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", _FIN_TEXT, bit | 127, n)
-    if masked:
-        key = _KEYS.next()
-        return head + key + apply_mask(data, key)
-    return head + data
+_FIN_TEXT = 0x81  # a final text frame's first byte
 
 
 class _Socket(asyncio.Protocol):
@@ -418,7 +375,7 @@ class _Socket(asyncio.Protocol):
         self.flush()  # pongs, the close handshake
         if protocol.close_expected() and self.transport is not None:
             self.transport.close()
-        if not self._slow and self.open.done() and _between_frames(protocol):
+        if not self._slow and self.open.done() and between_frames(protocol):
             self._fast = True
 
     def _fast_frames(self, data: bytes, now: float) -> bytes:
@@ -473,7 +430,7 @@ class _Socket(asyncio.Protocol):
         if self.protocol.state is State.OPEN:
             transport = self.transport
             if transport is not None and not transport.is_closing():
-                transport.write(text_frame(text.encode(), not self._masked_in))
+                transport.write(frame(text.encode(), masked=not self._masked_in))
 
     def close(self) -> None:
         if self.protocol.state is State.OPEN:

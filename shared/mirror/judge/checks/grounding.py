@@ -3,7 +3,6 @@ the caller's words or a tool's output. The agent's own words ground nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from mirror.judge import text as tx
@@ -54,15 +53,14 @@ class Grounding:
         for call in inp.irreversible:
             for key, value in reversed(call.args.items()):
                 if isinstance(value, CONTAINER_TYPES):
-                    args: Iterable[ArgValue] = arg_values({key: value})
-                else:  # most arguments: no ArgValue unless it is ungrounded
-                    kind = classify(key, value)
-                    if kind not in _CHECKED or is_grounded(d, kind, value):
-                        continue
-                    args = (ArgValue(key, key, value, kind),)
-                for arg in args:
-                    if arg.kind in _CHECKED and not is_grounded(d, arg.kind, arg.value):
-                        found.append(self._finding(inp, call.name, call.id, arg))
+                    for arg in arg_values({key: value}):
+                        if arg.kind in _CHECKED and not is_grounded(d, arg.kind, arg.value):
+                            found.append(self._finding(inp, call.name, call.id, arg))
+                    continue
+                kind = classify(key, value)  # most arguments: no ArgValue unless ungrounded
+                if kind in _CHECKED and not is_grounded(d, kind, value):
+                    arg = ArgValue(key, key, value, kind)
+                    found.append(self._finding(inp, call.name, call.id, arg))
         return found
 
     def _finding(self, inp: CheckInput, name: str, call_id: str, arg: ArgValue) -> Finding:

@@ -24,9 +24,9 @@ close), fragmented messages and every error go through it as before.
   close handshake still completes). `on_end` runs once when the connection is gone, after every
   message received before that was delivered.
 
-`frame(payload, opcode, masked)` serialises one unfragmented frame, as websockets does;
-`text_frame` (to Plivo) and `masked_text_frame` (to the agent, masked with keys cut from
-`os.urandom` in blocks) are the same for text, inline, for the hot path.
+`frame(payload, opcode, masked)` serialises one unfragmented frame, as websockets does (masking
+keys cut from `os.urandom` in blocks); `text_frame` (to Plivo) and `masked_text_frame` (to the
+agent) are it for text.
 """
 
 from __future__ import annotations
@@ -108,38 +108,6 @@ def _mask_key() -> bytes:
     return _keys[at : at + 4]
 
 
-def text_frame(text: str) -> bytes:
-    """`frame(text.encode())`, inline: the server's text frame, per message to Plivo."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        return bytes((_FIN_TEXT, n)) + payload
-    if n < 65536:
-        return _H16.pack(_FIN_TEXT, 126, n) + payload
-    return _H64.pack(_FIN_TEXT, 127, n) + payload
-
-
-def masked_text_frame(text: str) -> bytes:
-    """`frame(text.encode(), masked=True)`, inline: the client's text frame, per message to
-    the agent."""
-    global _keys, _key_at
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        head = bytes((_FIN_TEXT, 0x80 | n))
-    elif n < 65536:
-        head = _H16.pack(_FIN_TEXT, 0xFE, n)
-    else:
-        head = _H64.pack(_FIN_TEXT, 0xFF, n)
-    at = _key_at
-    if at >= len(_keys):
-        _keys = os.urandom(4096)
-        at = 0
-    _key_at = at + 4
-    key = _keys[at : at + 4]
-    return head + key + apply_mask(payload, key)
-
-
 def frame(payload: bytes, opcode: int = TEXT, masked: bool = False) -> bytes:
     """One final frame, no reserved bits; masked with a fresh random key when `masked`."""
     n = len(payload)
@@ -155,6 +123,16 @@ def frame(payload: bytes, opcode: int = TEXT, masked: bool = False) -> bytes:
         key = _mask_key()
         return head + key + apply_mask(payload, key)
     return head + payload
+
+
+def text_frame(text: str) -> bytes:
+    """The server's text frame, per message to Plivo."""
+    return frame(text.encode())
+
+
+def masked_text_frame(text: str) -> bytes:
+    """The client's text frame, per message to the agent."""
+    return frame(text.encode(), masked=True)
 
 
 def between_frames(protocol: SansIOProtocol) -> bool:

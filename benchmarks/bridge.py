@@ -87,7 +87,7 @@ except ImportError:  # pragma: no cover - websockets' pure-Python fallback
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE_DIR = REPO / "bridge"
-sys.path[:0] = [str(BRIDGE_DIR), str(REPO / "shared")]
+sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]  # mirror_bridge, and the tests' Plivo peer
 # The frames the load writes and its between-frames check are the bridge's own (tested against
 # websockets' parser in tests/bridge/test_push.py), not a second copy.
 from mirror_bridge.framing import between_frames, frame  # noqa: E402
@@ -142,7 +142,6 @@ def serve(
     functions, offline speech) on 127.0.0.1:port, plus GET /bench/stats and POST /bench/stop."""
     if cpus:
         os.sched_setaffinity(0, cpus)  # before any thread starts: they all inherit it
-    sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]
     import logging
 
     import uvicorn
@@ -625,7 +624,6 @@ class PeerSocket(_Socket):
     async def run(self, url: str, start_at: float) -> None:
         """Connect (V3-signed upgrade) at `start_at`, start, send every frame, stop after the
         last echoes, and wait for the bridge to close the stream."""
-        sys.path.insert(0, str(REPO))
         from tests.bridge.plivo_peer import signed_headers
 
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))

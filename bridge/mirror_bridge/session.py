@@ -166,6 +166,14 @@ class _Turn:
     started: float = 0.0
 
 
+def event_frame(event: Any) -> dict[str, Any]:
+    """A Plivo event as the frame it came in (the relay's events keep it), else as a dict."""
+    raw = getattr(event, "raw", None)
+    if type(raw) is Frame or isinstance(raw, dict):
+        return raw  # type: ignore[no-any-return]
+    return as_dict(event)
+
+
 def as_dict(message: Any) -> dict[str, Any]:
     """Dicts as they are; the relay's parsed events by their raw frame or their fields."""
     if isinstance(message, dict):
@@ -262,9 +270,7 @@ class CallSession:
         """`on_plivo_event`, done at once when it can be (caller media, fifty a second, whose
         writer has room): None when it is done, else the coroutine that does it (or its rest),
         to be awaited before the next event."""
-        raw = getattr(event, "raw", None)  # the relay's events keep their frame
-        if type(raw) is not Frame and not isinstance(raw, dict):
-            raw = as_dict(event)
+        raw = event_frame(event)
         if raw.get("event") != "media":
             return self.on_plivo_event(event)
         self.counts["caller_frames"] += 1  # forwarded as it came
@@ -296,9 +302,7 @@ class CallSession:
             self._enqueue(msg, AGENT)
 
     async def on_plivo_event(self, event: Any) -> None:
-        raw = getattr(event, "raw", None)
-        if type(raw) is not Frame and not isinstance(raw, dict):
-            raw = as_dict(event)
+        raw = event_frame(event)
         kind = raw.get("event")
         if kind == "media":
             rest = self.take_plivo_event(event)

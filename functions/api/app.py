@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import anyio.to_thread
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import Body, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -61,6 +61,7 @@ from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.gate import GateOutcome, GateResult, GateService, GateToolEvent, fail_safe
 from mirror.judge import RemoteTier
 from mirror.models import CallContext, MirrorConfig, ScoreTurnEvent, Verdict
+from mirror.observability import count, traced
 from mirror.redact import redact
 from mirror.service import ScoreTurnService
 from mirror.state import DynamoDBStateStore, StateStore, StateStoreError
@@ -258,7 +259,7 @@ def _error(
 def _invalid(e: ValidationError) -> JSONResponse:
     """A pydantic error raised after parsing (e.g. an event policy that does not compile)."""
     body = validation_error_response(e)
-    _count("InvalidEvents", {})
+    count("InvalidEvents")
     logger.warning("invalid event", extra={"error": body["error"]})
     return JSONResponse(body, 422)
 
@@ -296,7 +297,7 @@ async def on_request_invalid(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's validation errors in the direct handlers' shape (not FastAPI's `detail`)."""
     assert isinstance(exc, RequestValidationError)
     malformed, fields = _request_fields(exc.errors())
-    _count("InvalidEvents", {})
+    count("InvalidEvents")
     if not _is_json(request.headers.get("content-type")) and any(
         f["field"] == "body" for f in fields
     ):
@@ -330,7 +331,7 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
     """An outage, not the caller's fault: 503, so clients apply their failure rule and retry."""
     logger.error("state store unavailable", extra={"error": redact(str(exc))})
-    _count("StateStoreErrors", {})
+    count("StateStoreErrors")
     return _error(503, "state_unavailable", str(exc))
 
 
@@ -338,25 +339,15 @@ async def on_event_error(request: Request, exc: Exception) -> JSONResponse:
     """The call's end is stored but its CallEnded event is not out: 503, and a retry of the
     same end publishes it."""
     logger.error("CallEnded not published", extra={"error": str(exc)})
-    _count("CallEventErrors", {})
+    count("CallEventErrors")
     return _error(503, "event_unavailable", f"{exc}; the end is recorded, retry to publish it")
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug: logged with its traceback, answered in the same shape (never a stack trace)."""
     logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
-    _count("ApiErrors", {"kind": "internal_error"})
+    count("ApiErrors", kind="internal_error")
     return _error(500, "internal_error", "internal error; see the function's logs")
-
-
-def _count(name: str, dimensions: dict[str, str]) -> None:
-    """One EMF metric now; a metrics failure never fails a request."""
-    try:
-        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-            for key, value in dimensions.items():
-                metric.add_dimension(name=key, value=value)
-    except Exception:  # noqa: BLE001
-        logger.warning("metric not emitted", extra={"metric": name})
 
 
 class _BodyTooLarge(HTTPException):
@@ -482,11 +473,11 @@ async def score_turn(event: ScoreTurnEvent, request: Request, response: Response
             raise  # a model built inside the service failed: a bug, not input
         except ValueError as e:  # the store refuses what cannot fit an item (sizes only)
             logger.warning("turn cannot be recorded", extra={"error": str(e)})
-            _count("InvalidEvents", {})
+            count("InvalidEvents")
             return _error(422, "invalid_event", f"the turn cannot be recorded: {e}")
         verdict = scored.verdict
         if not scored.replayed:
-            _count("Verdicts", {"decision": verdict.decision, "tier": verdict.decided_by or "none"})
+            count("Verdicts", decision=verdict.decision, tier=verdict.decided_by or "none")
         logger.info(
             "verdict",
             extra={
@@ -542,12 +533,9 @@ async def gate_tool(event: GateToolEvent, request: Request) -> Any:
         fresh = set(outcome.fresh)
         for decision in outcome.result.decisions:
             if decision.tool_call_id in fresh:
-                _count(
-                    "GateDecisions",
-                    {"decision": decision.decision, "decided_by": decision.decided_by},
-                )
+                count("GateDecisions", decision=decision.decision, decided_by=decision.decided_by)
         for failure in outcome.failures:
-            _count("GateFailures", {"kind": failure.kind})
+            count("GateFailures", kind=failure.kind)
             logger.warning(
                 "gate failure",
                 extra={
@@ -586,14 +574,14 @@ async def generate_correction(event: CorrectionEvent, request: Request) -> Any:
             generated = await service.generate(event, config, turn_id, budget_s=budget_s)
         except Exception:  # a bug must not leave the caller in silence: speak the template
             logger.exception("correction failed; returning the template")
-            _count("CorrectionErrors", {})
+            count("CorrectionErrors")
             generated = GeneratedCorrection(fallback_result(event, config, turn_id))
         result = generated.result
         for error in generated.store_errors:
             logger.error("state store unavailable", extra={"error": redact(error)})
-            _count("StateStoreErrors", {})
+            count("StateStoreErrors")
         if not result.replayed:
-            _count("CorrectionSource", {"part": "line", "source": result.source})
+            count("CorrectionSource", part="line", source=result.source)
         logger.info(
             "correction",
             extra={
@@ -741,9 +729,9 @@ async def _decide_fix(
         return _error(409, "fix_conflict", str(e))
     except TransientError as e:
         logger.error("fix decision not delivered", extra={"error": str(e)})
-        _count("FixDecisionErrors", {})
+        count("FixDecisionErrors")
         return _error(503, "fix_unavailable", str(e))
-    _count("FixDecisions", {"decision": decision.status})
+    count("FixDecisions", decision=decision.status)
     logger.info("fix decided", extra={"fix_id": fix_id, "status": decision.status})
     return decision
 
@@ -790,7 +778,7 @@ handler = Mangum(app, lifespan="off")
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@traced(tracer)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """API Gateway HTTP API (payload v2) event in, proxy response out."""

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from mirror.fixes.tasks import run
+from mirror.observability import count
 
 logger = Logger()
 metrics = Metrics()
@@ -30,16 +30,10 @@ metrics = Metrics()
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-def _count(name: str, **dimensions: str) -> None:
-    with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-        for key, value in dimensions.items():
-            metric.add_dimension(name=key, value=value)
-
-
 def _task(step: str) -> Handler:
     @logger.inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run(step, event, logger, _count)
+        return run(step, event, logger, count)
 
     handler.__name__ = handler.__qualname__ = step
     return handler

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mirror.config import config_from_env
@@ -20,6 +20,7 @@ from mirror.errors import validation_error_response
 from mirror.gate import GateOutcome, GateService, GateToolEvent, fail_safe, idempotency_layer
 from mirror.judge import RemoteTier
 from mirror.models import MirrorConfig
+from mirror.observability import count, traced
 from mirror.redact import redact, redact_event
 from mirror.state import DynamoDBStateStore
 
@@ -54,14 +55,8 @@ def service() -> GateService:
     return _service
 
 
-def _count(name: str, dimensions: dict[str, str]) -> None:
-    with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-        for key, value in dimensions.items():
-            metric.add_dimension(name=key, value=value)
-
-
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@traced(tracer)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_metric(name="GateRequests", unit=MetricUnit.Count, value=1)
@@ -72,7 +67,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     except ValidationError as e:
         response = validation_error_response(e)
         logger.warning("invalid GateTool event", extra={"error": response["error"]})
-        _count("GateFailures", {"kind": "invalid_event"})
+        count("GateFailures", kind="invalid_event")
         return response
 
     logger.append_keys(call_id=parsed.call_id, tenant_id=parsed.tenant_id or "default")
@@ -97,15 +92,12 @@ def _record(outcome: GateOutcome) -> None:
     fresh = set(outcome.fresh)
     for decision in outcome.result.decisions:
         if decision.tool_call_id in fresh:
-            _count(
-                "GateDecisions",
-                {"decision": decision.decision, "decided_by": decision.decided_by},
-            )
+            count("GateDecisions", decision=decision.decision, decided_by=decision.decided_by)
     replays = len(outcome.result.decisions) - len(fresh)
     if replays:
         metrics.add_metric(name="GateReplays", unit=MetricUnit.Count, value=replays)
     for failure in outcome.failures:
-        _count("GateFailures", {"kind": failure.kind})
+        count("GateFailures", kind=failure.kind)
         logger.warning(
             "gate failure",
             extra={

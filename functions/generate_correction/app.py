@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mirror.config import config_from_env
@@ -31,6 +31,7 @@ from mirror.correction import (
 from mirror.errors import validation_error_response
 from mirror.llm.base import LLMClient
 from mirror.models import MirrorConfig
+from mirror.observability import count, traced
 from mirror.redact import redact, redact_event
 from mirror.state import DynamoDBStateStore
 
@@ -88,14 +89,8 @@ def config_for(event: CorrectionEvent) -> MirrorConfig:
     return BASE_CONFIG.model_copy(update={"tenant_id": event.tenant_id})  # validated by the event
 
 
-def _count(name: str, dimensions: dict[str, str]) -> None:
-    with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-        for key, value in dimensions.items():
-            metric.add_dimension(name=key, value=value)
-
-
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@traced(tracer)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
@@ -128,12 +123,12 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         metrics.add_metric(name="CorrectionReplays", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="Corrections", unit=MetricUnit.Count, value=1)
-        _count("CorrectionSource", {"part": "line", "source": result.source})
-        _count("CorrectionSource", {"part": "note", "source": result.note_source})
+        count("CorrectionSource", part="line", source=result.source)
+        count("CorrectionSource", part="note", source=result.note_source)
         for rejection in result.rejected:
-            _count("CorrectionRejected", {"part": rejection.part, "why": rejection.why})
+            count("CorrectionRejected", part=rejection.part, why=rejection.why)
         if result.llm_failure is not None:
-            _count("CorrectionLLMFailures", {"why": result.llm_failure})
+            count("CorrectionLLMFailures", why=result.llm_failure)
     logger.info(
         "correction",
         extra={

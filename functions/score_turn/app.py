@@ -12,12 +12,13 @@ import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mirror.config import config_for_event, config_from_env
 from mirror.errors import error_response, validation_error_response
 from mirror.models import ScoreTurnEvent
+from mirror.observability import traced
 from mirror.redact import redact_event
 from mirror.service import ScoreTurnService
 from mirror.state import DynamoDBStateStore, StateStoreError
@@ -46,7 +47,7 @@ def service() -> ScoreTurnService:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@traced(tracer)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
@@ -77,9 +78,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     verdict = scored.verdict
     if not scored.replayed:
-        with single_metric(name="Verdicts", unit=MetricUnit.Count, value=1) as m:
-            m.add_dimension(name="decision", value=verdict.decision)
-            m.add_dimension(name="tier", value=verdict.decided_by or "none")
+        # the invocation's own dimensions (one verdict per invocation): one EMF document
+        metrics.add_dimension(name="decision", value=verdict.decision)
+        metrics.add_dimension(name="tier", value=verdict.decided_by or "none")
+        metrics.add_metric(name="Verdicts", unit=MetricUnit.Count, value=1)
         metrics.add_metric(
             name="Tier0Latency", unit=MetricUnit.Microseconds, value=verdict.latency_us["tier0"]
         )

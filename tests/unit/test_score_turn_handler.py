@@ -385,6 +385,8 @@ def test_emf_metrics(app: ModuleType, capsys: pytest.CaptureFixture[str]) -> Non
         assert len(latency) == 1
         directive, doc = latency[0]
         assert directive["Namespace"] == NAMESPACE
+        assert len(docs) == 1  # one EMF document per turn: the verdict's dimensions are its own
+        assert doc["decision"] == response["decision"] and doc["tier"] == "tier0"
         assert directive["Metric"]["Unit"] == "Microseconds"
         assert doc["Tier0Latency"] in (
             [response["latency_us"]["tier0"]],

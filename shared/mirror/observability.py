@@ -1,0 +1,48 @@
+"""What every function does alike with Powertools' metrics and tracer.
+
+Imported by the Lambda handlers only (Powertools is in their layer; the bridge's image does not
+carry it). The handlers run on the turn's clock: ScoreTurn's time is audio held back from the
+caller, and in the bridge's local run it is GIL time taken from every call's audio. With cold
+caches, as a handler meets them between turns, one `single_metric` costs ~150 µs and a dummy
+X-Ray subsegment as much again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aws_lambda_powertools import Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+logger = logging.getLogger(__name__)
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def count(name: str, **dimensions: str) -> None:
+    """One Count metric with its own dimensions, as its own EMF document now. A metrics failure
+    (a missing namespace, too many dimensions) is logged and never fails the call: a metric
+    must not change a verdict or a gate decision."""
+    try:
+        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
+            for key, value in dimensions.items():
+                metric.add_dimension(name=key, value=value)
+    except Exception:  # noqa: BLE001 - whatever Powertools raises, the call goes on
+        logger.warning("metric not emitted: %s", name, exc_info=True)
+
+
+def traced(tracer: Tracer) -> Callable[[Handler], Handler]:
+    """`tracer.capture_lambda_handler(capture_response=False)` where tracing is on (in Lambda
+    with `Tracing: Active`); the handler unwrapped where it is off (locally, in tests, in the
+    bridge's in-process functions), where Powertools would still open and close a dummy
+    subsegment on every call. `tracer.disabled` is read once, at import, as Powertools does."""
+
+    def decorate(handler: Handler) -> Handler:
+        if tracer.disabled:
+            return handler
+        wrapped: Handler = tracer.capture_lambda_handler(capture_response=False)(handler)
+        return wrapped
+
+    return decorate

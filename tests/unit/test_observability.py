@@ -1,0 +1,68 @@
+"""`mirror.observability`: the metric every handler counts with, and the tracer left out where
+tracing is off."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from mirror.observability import count, traced
+from tests.unit.handler_helpers import emf_documents, emf_metric
+
+
+def test_count_is_one_document_with_its_own_dimensions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "MirrorTest")
+    count("GateFailures", kind="timeout")
+    [(directive, doc)] = emf_metric(emf_documents(capsys.readouterr().out), "GateFailures")
+    assert directive["Namespace"] == "MirrorTest"
+    assert any("kind" in dims for dims in directive["Dimensions"])
+    assert doc["kind"] == "timeout" and doc["GateFailures"] in ([1.0], 1.0)
+
+
+def test_a_metric_that_cannot_be_emitted_never_fails_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE", raising=False)  # Powertools refuses
+    with caplog.at_level(logging.WARNING, logger="mirror.observability"):
+        count("GateFailures", kind="timeout")
+    assert emf_documents(capsys.readouterr().out) == []
+    assert any("metric not emitted: GateFailures" in r.getMessage() for r in caplog.records)
+
+
+class _Tracer:
+    """Powertools' Tracer as `traced` uses it: `disabled`, and the decorator it applies."""
+
+    def __init__(self, disabled: bool) -> None:
+        self.disabled = disabled
+        self.wrapped: list[tuple[str, bool | None]] = []
+
+    def capture_lambda_handler(self, capture_response: bool | None = None) -> Any:
+        def decorate(handler: Any) -> Any:
+            self.wrapped.append((handler.__name__, capture_response))
+
+            def in_subsegment(event: Any, context: Any) -> Any:
+                return ("traced", handler(event, context))
+
+            return in_subsegment
+
+        return decorate
+
+
+def _handler(event: Any, context: Any) -> Any:
+    return event
+
+
+def test_traced_wraps_only_where_tracing_is_on() -> None:
+    off = _Tracer(disabled=True)
+    assert traced(off)(_handler) is _handler and off.wrapped == []  # type: ignore[arg-type]
+
+    on = _Tracer(disabled=False)
+    handler = traced(on)(_handler)  # type: ignore[arg-type]
+    assert on.wrapped == [("_handler", False)]  # the response is never put in a trace
+    assert handler({"a": 1}, None) == ("traced", {"a": 1})

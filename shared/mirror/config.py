@@ -14,6 +14,9 @@ from mirror.llm import llm_settings_from_env
 from mirror.models import MirrorConfig, ScoreTurnEvent
 
 CONFIG_ENV = "MIRROR_CONFIG"
+OVERLAY_MEMO_SIZE = 256
+"""Event configs kept per base config; a container that sees more distinct ones builds the
+rest each time."""
 
 
 class ConfigError(ValueError):
@@ -34,15 +37,30 @@ def config_from_env(environ: Mapping[str, str] = os.environ) -> MirrorConfig:
 
 
 def config_for_event(base: MirrorConfig, event: ScoreTurnEvent) -> MirrorConfig:
-    """The base config with the event's tenant, policies and irreversible tools, if it has them."""
-    update: dict[str, object] = {}
-    if event.tenant_id is not None:
-        update["tenant_id"] = event.tenant_id
-    if event.policies is not None:
-        update["policies"] = event.policies
-    if event.irreversible_tools is not None:
-        update["irreversible_tools"] = event.irreversible_tools
-    if not update:
+    """The base config with the event's tenant, policies and irreversible tools, if it has them;
+    the same object for the same overlay (`MirrorConfig.event_overlays`), so its compiled
+    judge is found by identity of content without re-validating anything."""
+    policies, tools = event.policies, event.irreversible_tools
+    key = (
+        event.tenant_id,
+        None if policies is None else tuple(policies),
+        None if tools is None else tuple(tools),
+    )
+    if key == (None, None, None):
         return base
-    # Re-validate so event policies are compiled and checked like configured ones.
-    return MirrorConfig.model_validate({**base.model_dump(), **update})
+    memo = base.event_overlays
+    config = memo.get(key)
+    if config is None:
+        update: dict[str, object] = {}
+        if event.tenant_id is not None:
+            update["tenant_id"] = event.tenant_id
+        if policies is not None:
+            update["policies"] = policies
+        if tools is not None:
+            update["irreversible_tools"] = tools
+        # Re-validated so event policies are compiled and checked like configured ones; a
+        # config that does not validate raises here every time (nothing is kept for it).
+        config = MirrorConfig.model_validate({**base.model_dump(), **update})
+        if len(memo) < OVERLAY_MEMO_SIZE:
+            memo[key] = config
+    return config

@@ -139,7 +139,7 @@ DEFAULT_IRREVERSIBLE_TOOLS: tuple[str, ...] = (
 """Glob patterns for tools that change state. Operators replace the list per tenant."""
 
 
-_DERIVED = ("fingerprint", "irreversible_pattern", "irreversible_by_name")
+_DERIVED = ("fingerprint", "irreversible_pattern", "irreversible_by_name", "event_overlays")
 """MirrorConfig's cached properties."""
 _NAME_MEMO_SIZE = 1024
 
@@ -207,6 +207,13 @@ class MirrorConfig(BaseModel):
     def irreversible_by_name(self) -> dict[str, bool]:
         """`irreversible_pattern`'s answer per tool name, memoized: the same few names recur
         on every turn (bounded by `_NAME_MEMO_SIZE`)."""
+        return {}
+
+    @cached_property
+    def event_overlays(self) -> dict[tuple[object, ...], MirrorConfig]:
+        """`mirror.config.config_for_event`'s configs built on this one, by what the event
+        overlaid: a tenant sends the same policies on every turn, and re-validating them
+        (and a new config's fingerprint) is most of a turn's fixed cost."""
         return {}
 
     def is_irreversible(self, call: ToolCall) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 
+from mirror import config as config_module
+from mirror.config import config_for_event
 from mirror.judge import Finding, Judge, JudgeCache
-from mirror.models import MirrorConfig, TierTimeouts, ToolCall, Turn
+from mirror.models import MirrorConfig, ScoreTurnEvent, TierTimeouts, ToolCall, Turn
 from tests.unit.judge_helpers import call, judge, turn
 
 UNCONFIRMED = turn(("customer", "Cancel order #W1."), calls=[call("cancel_order", order_id="#W1")])
@@ -49,6 +52,43 @@ def test_a_config_copy_derives_its_own_pattern_and_fingerprint() -> None:
     assert not copy.is_irreversible(order) and base.is_irreversible(order)
     assert copy.fingerprint != base.fingerprint
     assert copy.fingerprint == MirrorConfig(irreversible_tools=["zap_*"]).model_dump_json()
+
+
+def _event(**overlay: object) -> ScoreTurnEvent:
+    return ScoreTurnEvent.model_validate({"call_id": "c1", "agent_text": "Hi.", **overlay})
+
+
+def test_an_event_overlay_is_built_once_per_base_config() -> None:
+    base = MirrorConfig(policies=['FORBID "free"'])
+    assert config_for_event(base, _event()) is base  # nothing overlaid
+    first = config_for_event(base, _event(tenant_id="acme", policies=['FORBID "cheap"']))
+    again = config_for_event(base, _event(tenant_id="acme", policies=['FORBID "cheap"']))
+    assert again is first and first.policies == ['FORBID "cheap"'] and first.tenant_id == "acme"
+    assert first.fingerprint is again.fingerprint  # computed once
+    other = config_for_event(base, _event(tenant_id="acme", irreversible_tools=["zap_*"]))
+    assert other is not first and other.policies == base.policies
+    assert other.irreversible_tools == ["zap_*"]
+    # another base (a copy with other settings) keeps its own overlays
+    copy = base.model_copy(update={"cooldown_s": 1.0})
+    assert "event_overlays" not in copy.__dict__
+    from_copy = config_for_event(copy, _event(tenant_id="acme", policies=['FORBID "cheap"']))
+    assert from_copy is not first and from_copy.cooldown_s == 1.0
+
+
+def test_an_overlay_that_does_not_validate_raises_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = MirrorConfig()
+    bad = _event(policies=["REQUIRE"])  # a directive with nothing to require
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            config_for_event(base, bad)
+    assert base.event_overlays == {}
+    monkeypatch.setattr(config_module, "OVERLAY_MEMO_SIZE", 2)
+    built = [config_for_event(base, _event(tenant_id=f"t{i}")) for i in range(4)]
+    assert len(base.event_overlays) == 2  # bounded: the rest are built on every call
+    assert config_for_event(base, _event(tenant_id="t3")) is not built[3]
+    assert config_for_event(base, _event(tenant_id="t3")).tenant_id == "t3"
 
 
 def test_cooldown_suppresses_speech_only() -> None:

@@ -30,7 +30,8 @@ Figures (one JSON line with --json):
   (`InProcessTransport`) with their state in the core's `InMemoryStateStore` (not moto: a moto
   round trip alone costs ~15 ms; `make demo` shows the moto path). The handler runs on the
   transport's thread pool as `make demo` runs it; `verdict_handler_ms` is its own time in that
-  thread (p50), the rest is the hop there (`verdict_to_handler_ms`: the annotation to the
+  thread (p50; `verdict_handler_cpu_ms` the thread's CPU time, the same when nothing took the
+  GIL from it), the rest is the hop there (`verdict_to_handler_ms`: the annotation to the
   handler starting in its thread) and back (`verdict_from_handler_ms`: the handler's end to the
   verdict on the loop), each p50 on its own.
 - CPUs: the bridge runs on one CPU (`--bridge-cpus`, default the first), as its Fargate task
@@ -167,11 +168,13 @@ def serve(
         def run(event: dict[str, Any], context: Any) -> Any:
             began = time.monotonic()
             start = time.perf_counter()
+            cpu_start = time.thread_time()
             try:
                 return handler(event, context)
             finally:
                 entry = stamps.setdefault(str(event.get("call_id")), {})
                 entry["handler_s"] = time.perf_counter() - start
+                entry["handler_cpu_s"] = time.thread_time() - cpu_start
                 entry["handler_began"] = began
                 entry["handler_ended"] = time.monotonic()
 
@@ -810,6 +813,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
     verdict: list[float] = []
     verdict_sent: list[float] = []
     handler: list[float] = []
+    handler_cpu: list[float] = []
     to_handler: list[float] = []
     from_handler: list[float] = []
     interventions = 0
@@ -821,6 +825,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
             verdict_sent.append(stamp["verdict_at"] - c.annotated_at)
         if "handler_s" in stamp:
             handler.append(stamp["handler_s"])
+            handler_cpu.append(stamp["handler_cpu_s"])
         if "handler_began" in stamp and "annotation_at" in stamp:
             to_handler.append(stamp["handler_began"] - stamp["annotation_at"])
         if "handler_ended" in stamp and "verdict_at" in stamp:
@@ -850,6 +855,7 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "verdict_max_ms": ms(max(verdict) if verdict else None),
         "verdict_from_agent_send_ms": ms(percentile(verdict_sent, 50)),
         "verdict_handler_ms": ms(percentile(handler, 50)),
+        "verdict_handler_cpu_ms": ms(percentile(handler_cpu, 50)),
         "verdict_to_handler_ms": ms(percentile(to_handler, 50)),
         "verdict_from_handler_ms": ms(percentile(from_handler, 50)),
         "verdict_transport": "in-process handlers (InProcessTransport), InMemoryStateStore",

@@ -72,7 +72,7 @@ from mirror_bridge.plivo_protocol import (
 from mirror_bridge.plivo_socket import push_socket
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import TenantConfig, TenantDirectory, normalize_number
-from mirror_bridge.transport import GIL_SWITCH_INTERVAL_S
+from mirror_bridge.transport import GIL_SWITCH_INTERVAL_S, loop_inbox
 
 log = logging.getLogger("mirror_bridge.relay")
 
@@ -459,8 +459,11 @@ class CallRelay:
     def _plivo_handler(self, session: CallSessionLike, agent: _Writer) -> FrameHandler:
         ended = self._ended
         assert ended is not None
+        inbox = loop_inbox()
 
         def on_plivo_frame(frame: Message) -> asyncio.Future[Any] | None:
+            if inbox.pending:  # a function's answer, any call's: before more audio
+                inbox.drain()
             if ended.done():  # the call is over: nothing more goes anywhere
                 return None
             event = self._plivo_event(frame)
@@ -518,8 +521,11 @@ class CallRelay:
         stats = self.stats
         ended = self._ended
         assert ended is not None
+        inbox = loop_inbox()
 
         def on_agent_frame(frame: Message) -> asyncio.Future[Any] | None:
+            if inbox.pending:  # a function's answer, any call's: before more audio
+                inbox.drain()
             if ended.done():  # the call is over: nothing more goes anywhere
                 return None
             if type(frame) is not str:

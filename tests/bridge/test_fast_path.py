@@ -1,8 +1,8 @@
 """The relay's hot path: frames forwarded as the text they came in as, the writers (sent at once
 when the socket is idle, queued in order behind a slow one, bounded), the session handing its
 messages to them without a task hop, the media fast parse, the silence check skipped while audio
-plays, ScoreTurn called before the annotation's dispatch returns, the in-process transport's one
-wake-up, and the start-up heap frozen once."""
+plays, ScoreTurn called before the annotation's dispatch returns, the in-process transport's
+answers taken at the next frame (`LoopInbox`), and the start-up heap frozen once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import base64
 import gc
 import json
+import logging
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from mirror_bridge.relay import CallRelay, _Writer
 from mirror_bridge.session import SessionIO
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
-from mirror_bridge.transport import FunctionError, InProcessTransport
+from mirror_bridge.transport import FunctionError, InProcessTransport, LoopInbox, loop_inbox
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
     ALLOW,
@@ -396,6 +397,81 @@ def test_the_relay_forwards_both_ways_byte_for_byte() -> None:
         assert relay.end_reason == "stop" and sessions[0].closed
 
     run(scenario())
+
+
+def test_an_answer_handed_to_the_loop_runs_at_the_next_frame_before_that_frame() -> None:
+    """A function's answer posted while a frame is already waiting on the loop runs when that
+    frame is handled, before it is relayed: not a loop turn later."""
+
+    async def scenario() -> None:
+        transport = FakeTransport({"score_turn": [(0.0, ALLOW)]})
+
+        def factory(ctx: Any, io: Any) -> Any:
+            session, _, _ = make_session(transport)
+            session.io = io
+            return session
+
+        plivo, agent = FakePlivo(), FakeAgent()
+
+        async def connect(url: str, headers: dict[str, str]) -> Any:
+            return agent
+
+        settings = Settings(auth_token="t", public_base_url="http://b", max_call_s=0)
+        tenants = StaticTenants({"1": TenantConfig(tenant_id="acme", agent_url="ws://agent")})
+        relay = CallRelay(plivo, settings, tenants, factory, connect)  # type: ignore[arg-type]
+        plivo.text(json.dumps({**start_event(), "extra_headers": "mirrorNumber=1"}))
+        task = asyncio.create_task(relay.run())
+        await until(lambda: len(agent.sent) == 1)  # the start, relayed: the call runs
+        seen_at: list[int] = []
+        plivo.text(PLIVO_MEDIA % (STREAM_ID, PAYLOAD))  # its reader is woken first...
+        worker = threading.Thread(
+            target=loop_inbox().post, args=(lambda: seen_at.append(len(agent.sent)),)
+        )
+        worker.start()
+        worker.join()  # ...the answer second (the loop's own turn would run it after the frame)
+        await until(lambda: len(agent.sent) == 2)
+        assert seen_at == [1]  # it ran, once, before the media frame was relayed
+        plivo.text(json.dumps({"event": "stop", "streamId": STREAM_ID}))
+        await asyncio.wait_for(task, 5)
+        assert seen_at == [1]
+
+    run(scenario())
+
+
+def test_loop_inbox_runs_each_item_once_in_order_and_survives_a_failing_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    async def scenario() -> LoopInbox:
+        inbox = loop_inbox()
+        assert loop_inbox(asyncio.get_running_loop()) is inbox  # one per loop
+        items = [(ran.append, ("a",)), (boom, ()), (ran.append, ("b",))]
+        worker = threading.Thread(target=lambda: [inbox.post(f, *a) for f, a in items])
+        worker.start()
+        worker.join()
+        assert ran == [] and len(inbox.pending) == 3  # nothing runs off the loop
+        inbox.drain()  # as a frame handler does
+        assert ran == ["a", "b"] and not inbox.pending
+        await asyncio.sleep(0.01)  # the loop's own turns (one per post) find nothing left
+        assert ran == ["a", "b"]
+        threading.Thread(target=inbox.post, args=(ran.append, "c")).start()
+        await until(lambda: ran == ["a", "b", "c"])  # no frame: the loop's turn runs it
+        return inbox
+
+    with caplog.at_level(logging.ERROR, logger="mirror_bridge.transport"):
+        inbox = run(scenario())
+    assert any("work handed to the loop failed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RuntimeError):  # its loop is closed: the poster is told
+        inbox.post(ran.append, "d")
+
+    async def other() -> LoopInbox:
+        return loop_inbox()
+
+    assert run(other()) is not inbox  # another loop, another inbox
 
 
 # --- the session's hand-over ------------------------------------------------------------------

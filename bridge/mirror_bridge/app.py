@@ -30,6 +30,7 @@ from mirror_bridge.relay import (
     CallRelay,
     SessionFactory,
     pass_through,
+    reserve_fd_table,
 )
 from mirror_bridge.settings import Settings
 from mirror_bridge.signature import (
@@ -105,7 +106,9 @@ def create_app(
 ) -> FastAPI:
     """The bridge app. Without `tenants`, the call table (or nothing) is the directory; without
     `session_factory`, calls are passed through unsupervised (`mirror_bridge.wiring.build_app`
-    builds the supervised one). `lifespan` runs around the server (start-up work, shutdown)."""
+    builds the supervised one). `lifespan` runs around the server (start-up work, shutdown).
+    The process's descriptor table is reserved here, before any call (`reserve_fd_table`)."""
+    reserve_fd_table()
     if tenants is None:
         tenants = (
             DynamoDBTenants(settings.call_table, ttl_s=settings.tenant_cache_ttl_s)

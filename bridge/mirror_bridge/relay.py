@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -201,6 +202,38 @@ def freeze_startup_heap() -> bool:
     gc.freeze()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return True
+
+
+FD_TABLE_SIZE = 4096
+"""File descriptors reserved at start-up: two sockets per call and the AWS clients' pools, with
+room to spare (at most the soft RLIMIT_NOFILE; the task definition sets 65536)."""
+
+
+def reserve_fd_table(size: int = FD_TABLE_SIZE) -> int:
+    """Grow this process's file-descriptor table to `size` slots now; the size it has (0 when it
+    could not be grown). Linux grows the table by doubling as sockets open (past fds 63, 127,
+    255, 511, ...) and, in a threaded process, each growth waits for an RCU grace period inside
+    whichever socket() or accept() crossed the line: 5-15 ms measured here, on the event loop,
+    with every call's audio waiting. The table never shrinks, so this is paid once, before any
+    call. No open descriptor is touched."""
+    try:
+        import fcntl
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        top = size if soft == resource.RLIM_INFINITY else min(size, soft)
+        try:
+            fcntl.fcntl(top - 1, fcntl.F_GETFD)  # open: the table reaches it already
+        except OSError:  # free: a copy of a probe there grows the table to it
+            probe = os.open(os.devnull, os.O_RDONLY)
+            try:
+                os.close(fcntl.fcntl(probe, fcntl.F_DUPFD, top - 1))
+            finally:
+                os.close(probe)
+    except (ImportError, OSError, ValueError) as e:  # not Linux-like, or no room: run as is
+        log.warning("file descriptor table not reserved: %s", e)
+        return 0
+    return top
 
 
 def agent_connector(settings: Settings) -> AgentConnector:

@@ -11,6 +11,7 @@ import base64
 import gc
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -699,3 +700,61 @@ def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.Monkey
         assert sys.getswitchinterval() == pytest.approx(transport_module.GIL_SWITCH_INTERVAL_S)
     finally:
         sys.setswitchinterval(interval)
+
+
+# --- the descriptor table ---------------------------------------------------------------------
+
+RESERVE_PROBE = """
+import json, os, resource, sys, threading
+from mirror_bridge.relay import reserve_fd_table
+
+def fd_size():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+soft = int(sys.argv[1])
+if soft:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+threading.Thread(target=lambda: None).start()  # threaded, as the bridge is
+r, w = os.pipe()
+held = os.dup2(w, int(sys.argv[2])) if int(sys.argv[2]) else None  # a descriptor in the way
+before = sorted(os.listdir("/proc/self/fd"))
+size_before = fd_size()
+reserved = reserve_fd_table(int(sys.argv[3]))
+print(json.dumps({
+    "reserved": reserved, "before": size_before, "after": fd_size(),
+    "same_fds": sorted(os.listdir("/proc/self/fd")) == before,
+    "held_works": held is None or os.write(held, b"x") == 1,
+}))
+"""
+
+
+def _reserve(soft: int, in_the_way: int, size: int) -> dict[str, Any]:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "bridge"), str(root / "shared")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", RESERVE_PROBE, str(soft), str(in_the_way), str(size)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_descriptor_table_is_reserved_without_touching_a_descriptor() -> None:
+    grown = _reserve(soft=0, in_the_way=0, size=2048)
+    assert grown["reserved"] == 2048 and grown["before"] < 2048 <= grown["after"]
+    assert grown["same_fds"]  # the probe's descriptors are closed again
+    # the soft limit caps it; a descriptor already at the target is left alone and working
+    capped = _reserve(soft=700, in_the_way=699, size=4096)
+    assert capped["reserved"] == 700 and capped["after"] >= 700
+    assert capped["same_fds"] and capped["held_works"]

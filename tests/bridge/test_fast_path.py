@@ -360,28 +360,33 @@ class FakeAgent:
         self.inbox.put_nowait(None)
 
 
+def _started_relay() -> tuple[CallRelay, FakePlivo, FakeAgent, list[Any], asyncio.Task[None]]:
+    """A relay between faked sockets, its call started (on the running loop): the relay, both
+    sockets, the sessions it made and the task running it."""
+    transport = FakeTransport({"score_turn": [(0.0, ALLOW)]})
+    sessions: list[Any] = []
+
+    def factory(ctx: Any, io: Any) -> Any:
+        session, _, _ = make_session(transport)
+        session.io = io  # the relay's writers, offers included
+        sessions.append(session)
+        return session
+
+    plivo, agent = FakePlivo(), FakeAgent()
+
+    async def connect(url: str, headers: dict[str, str]) -> Any:
+        return agent
+
+    settings = Settings(auth_token="t", public_base_url="http://b", max_call_s=0)
+    tenants = StaticTenants({"1": TenantConfig(tenant_id="acme", agent_url="ws://agent")})
+    relay = CallRelay(plivo, settings, tenants, factory, connect)  # type: ignore[arg-type]
+    plivo.text(json.dumps({**start_event(), "extra_headers": "mirrorNumber=1"}))
+    return relay, plivo, agent, sessions, asyncio.create_task(relay.run())
+
+
 def test_the_relay_forwards_both_ways_byte_for_byte() -> None:
     async def scenario() -> None:
-        transport = FakeTransport({"score_turn": [(0.0, ALLOW)]})
-        sessions: list[Any] = []
-
-        def factory(ctx: Any, io: Any) -> Any:
-            session, _, _ = make_session(transport)
-            session.io = io  # the relay's writers, offers included
-            sessions.append(session)
-            return session
-
-        plivo, agent = FakePlivo(), FakeAgent()
-
-        async def connect(url: str, headers: dict[str, str]) -> Any:
-            return agent
-
-        settings = Settings(auth_token="t", public_base_url="http://b", max_call_s=0)
-        tenants = StaticTenants({"1": TenantConfig(tenant_id="acme", agent_url="ws://agent")})
-        relay = CallRelay(plivo, settings, tenants, factory, connect)  # type: ignore[arg-type]
-        start = {**start_event(), "extra_headers": "mirrorNumber=1"}
-        plivo.text(json.dumps(start))
-        task = asyncio.create_task(relay.run())
+        relay, plivo, agent, sessions, task = _started_relay()
         media = [PLIVO_MEDIA % (STREAM_ID, PAYLOAD.replace("A", c)) for c in "BCD"]
         for text in media:
             plivo.text(text)
@@ -405,23 +410,7 @@ def test_an_answer_handed_to_the_loop_runs_at_the_next_frame_before_that_frame()
     frame is handled, before it is relayed: not a loop turn later."""
 
     async def scenario() -> None:
-        transport = FakeTransport({"score_turn": [(0.0, ALLOW)]})
-
-        def factory(ctx: Any, io: Any) -> Any:
-            session, _, _ = make_session(transport)
-            session.io = io
-            return session
-
-        plivo, agent = FakePlivo(), FakeAgent()
-
-        async def connect(url: str, headers: dict[str, str]) -> Any:
-            return agent
-
-        settings = Settings(auth_token="t", public_base_url="http://b", max_call_s=0)
-        tenants = StaticTenants({"1": TenantConfig(tenant_id="acme", agent_url="ws://agent")})
-        relay = CallRelay(plivo, settings, tenants, factory, connect)  # type: ignore[arg-type]
-        plivo.text(json.dumps({**start_event(), "extra_headers": "mirrorNumber=1"}))
-        task = asyncio.create_task(relay.run())
+        relay, plivo, agent, _, task = _started_relay()
         await until(lambda: len(agent.sent) == 1)  # the start, relayed: the call runs
         seen_at: list[int] = []
         plivo.text(PLIVO_MEDIA % (STREAM_ID, PAYLOAD))  # its reader is woken first...

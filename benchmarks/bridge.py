@@ -38,6 +38,12 @@ Figures (one JSON line with --json):
   has one vCPU (`Cpu: "1024"` in template.yaml), and the load, which stands in for Plivo and
   the agent (elsewhere in a real call), on the others (`--load-cpus`); `any` turns pinning off.
   On a single-CPU machine nothing is pinned.
+- `host_stall_max_ms` and `host_stalls` (the five longest: CPU, seconds after the calls began,
+  ms): a process on each CPU in use that only sleeps 2 ms at a time, woken more than 5 ms late.
+  A sleeper normally wakes within a fraction of a millisecond even on a busy CPU; a gap of
+  10 ms or more, above all one seen on both CPUs at the same moment, is the VM's vCPUs not
+  running (the host's other work). One such stall puts every call's frames behind at once,
+  and relay p99 and late frames with them.
 - Context for all of them: `bridge_cpu_s` and `bridge_cpu_us_per_frame` (the bridge process's
   CPU from its first call; one event loop can give one core), `load_cpu_us_per_frame`,
   `bridge_gc_max_ms` (the longest garbage collection in the bridge once calls run),
@@ -685,6 +691,51 @@ class AgentServer:
         return sum(s.verdicts for s in self.sockets)
 
 
+STALL_PROBE = """
+import json, os, sys, time
+cpu, until, step = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+if cpu >= 0:
+    os.sched_setaffinity(0, {cpu})
+gaps, prev = [], time.monotonic()
+while prev < until:
+    time.sleep(step)
+    now = time.monotonic()
+    if now - prev > step + 0.005:
+        gaps.append([prev, now - prev - step])
+    prev = now
+print(json.dumps(gaps))
+"""
+"""A process that only sleeps 2 ms at a time on one CPU, and notes each wake-up more than 5 ms
+late: the CPU was not there for it (see `host_stall_max_ms` above)."""
+STALL_MS = 5.0
+
+
+def start_stall_probes(cpus: set[int], until: float) -> list[tuple[int, subprocess.Popen]]:
+    """One probe per CPU the bridge and the load use (-1: unpinned), until CLOCK_MONOTONIC
+    `until` (Linux shares it across processes, as the frames' stamps do)."""
+    return [
+        (
+            cpu,
+            subprocess.Popen(
+                [sys.executable, "-c", STALL_PROBE, str(cpu), str(until), "0.002"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            ),
+        )
+        for cpu in sorted(cpus) or [-1]
+    ]
+
+
+def host_stalls(probes: list[tuple[int, subprocess.Popen]]) -> list[tuple[int, float, float]]:
+    """(cpu, start, ms) for every stall a probe saw."""
+    stalls: list[tuple[int, float, float]] = []
+    for cpu, probe in probes:
+        out, _ = probe.communicate(timeout=60)
+        stalls += [(cpu, start, gap * 1000) for start, gap in json.loads(out or "[]")]
+    return stalls
+
+
 def start_bridge(
     port: int, agent_url: str, profile: str | None, ws: str, loop: str, cpus: set[int], log: Any
 ) -> subprocess.Popen:
@@ -763,6 +814,9 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         url = f"ws://127.0.0.1:{port}/plivo/stream"
         begin = time.monotonic() + 0.2
         starts = call_starts(begin, args.ramp, len(calls), aligned=args.aligned)
+        probes = start_stall_probes(
+            args.bridge_cpus | args.load_cpus, begin + args.ramp + args.seconds + FRAME_S
+        )
         peers = [PeerSocket(url, c) for c in calls]
         # the load's own full collections would stall frames and count against the bridge
         gc.collect()
@@ -776,6 +830,8 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 c.errors.append(f"peer: {r!r}")
         await asyncio.sleep(0.5)
         server = await asyncio.to_thread(fetch_stats, port)
+        server["host_stalls"] = await asyncio.to_thread(host_stalls, probes)
+        server["calls_began"] = begin
     finally:
         await asyncio.to_thread(stop_bridge, port, process)
         agent.close()
@@ -788,6 +844,8 @@ async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
 
 def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) -> dict[str, Any]:
+    stalls = server.get("host_stalls", [])
+    began = server.get("calls_began", 0.0)
     relay: list[float] = []
     late = 0
     lost = 0
@@ -883,6 +941,11 @@ def summarize(args: argparse.Namespace, calls: list[CallStats], server: dict) ->
         "bridge_cpus": sorted(args.bridge_cpus) or "any",
         "load_cpus": sorted(args.load_cpus) or "any",
         "loadavg_1m_before": server.get("loadavg_before"),
+        "host_stall_max_ms": round(max((ms for _, _, ms in stalls), default=0.0), 1),
+        "host_stalls": [
+            {"cpu": cpu, "at_s": round(at - began, 2), "ms": round(ms, 1)}
+            for cpu, at, ms in sorted(stalls, key=lambda s: -s[2])[:5]
+        ],
         "targets": TARGETS,
     }
     met = {

@@ -22,6 +22,7 @@ venv:
 
 lint: venv
 	$(RUFF) check .
+	$(RUFF) format --check .
 	$(SAM) validate --lint
 
 # Ship hash-based .pyc files: /var/task is read-only, so otherwise every cold start compiles.
@@ -38,6 +39,7 @@ SANDBOX := env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN -u AWS
 # pytest exit 5 (no tests collected) fails the target like any other non-zero exit.
 test: venv
 	$(RUFF) check .
+	$(RUFF) format --check .
 	$(SANDBOX) $(SAM) validate --lint
 	$(SANDBOX) $(SAM) build
 	$(PY) -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build

@@ -232,9 +232,19 @@ def _warm_handlers() -> dict[str, list[Any]]:
         },
         "generate_correction": {
             **turn,
-            "verdict": {"decision": "intervene", "score": 0.9, "reasons": [
-                {"check": "retraction", "tier": "tier0", "code": "wrong_variant", "score": 0.9,
-                 "evidence": "the agent says 'large', which the caller took back"}]},
+            "verdict": {
+                "decision": "intervene",
+                "score": 0.9,
+                "reasons": [
+                    {
+                        "check": "retraction",
+                        "tier": "tier0",
+                        "code": "wrong_variant",
+                        "score": 0.9,
+                        "evidence": "the agent says 'large', which the caller took back",
+                    }
+                ],
+            },
         },  # fmt: skip
     }
     handlers: dict[str, list[Any]] = {}
@@ -528,8 +538,7 @@ def _tools(calls: list[dict[str, Any]]) -> str:
     for c in calls:
         items = (c.get("args") or {}).get("items") or []
         what = ", ".join(
-            " ".join(str(i.get(k)) for k in ("quantity", "size", "name") if i.get(k))
-            for i in items
+            " ".join(str(i.get(k)) for k in ("quantity", "size", "name") if i.get(k)) for i in items
         )
         out.append(f"{c.get('name')}({what})")
     return "; ".join(out)

@@ -52,9 +52,7 @@ class CompiledPolicies:
         return bool(self.scripted) and script_form(agent_text) in self.scripted
 
 
-_SCRIPT_QUOTE = re.compile(
-    r"""(?:^|(?<=[\s:(]))(?:'(.+?)'|"(.+?)"|“(.+?)”)(?=$|[\s.,;:)!?])"""
-)
+_SCRIPT_QUOTE = re.compile(r"""(?:^|(?<=[\s:(]))(?:'(.+?)'|"(.+?)"|“(.+?)”)(?=$|[\s.,;:)!?])""")
 SCRIPT_MIN_WORDS = 5
 """A quoted passage this long is a line to say, not a term ("the 'basic' fare")."""
 
@@ -117,7 +115,7 @@ def parse_directive(policy: str) -> Rule:
     if body[pos:].strip():
         raise PolicyError(f"{policy!r}: cannot read {body[pos:].strip()!r}")
     if kind == "require" and speaker is None:
-        raise PolicyError(f"{policy!r}: REQUIRE needs a WHEN customer|agent \"trigger\" scope")
+        raise PolicyError(f'{policy!r}: REQUIRE needs a WHEN customer|agent "trigger" scope')
     return Rule(kind, phrases, speaker, triggers, score, policy)
 
 

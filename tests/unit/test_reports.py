@@ -314,6 +314,7 @@ def test_concurrent_deliveries_of_one_event_write_once(
     _record(aws["store"], "CA-1")
     module = load_handler()
     statuses: list[str] = []
+
     def deliver() -> None:
         statuses.append(_run(module, _event("CA-1"))["status"])
 

@@ -44,6 +44,7 @@ NAMESPACE = "MirrorTest"
 REPLAY_WARNING = "ignore:No application metrics to publish:UserWarning"
 """A replayed turn adds no metric, so Powertools warns on flush; expected, not under test."""
 
+
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
 

@@ -214,7 +214,6 @@ def test_agent_reading_back_a_retracted_value_intervenes() -> None:
     )
 
 
-
 def test_an_item_refused_after_a_marker_is_wrong_even_beside_the_replacement() -> None:
     said = ("customer", "A large pepperoni, actually no pepperoni, make it a cheese pizza.")
     read_back = ("agent", "One large cheese pizza. Shall I place the order?")

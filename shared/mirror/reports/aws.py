@@ -47,7 +47,6 @@ def error_code(e: BaseException) -> str | None:
     return None
 
 
-
 class LazyClient:
     """Owns a boto3 client of `service`, built on first use with these timeouts unless the
     constructor was given one (`self._client`)."""

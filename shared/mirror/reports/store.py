@@ -316,4 +316,3 @@ class FixWorkflowStarter(LazyClient):
                 f"start fix workflow: {error_code(e) or type(e).__name__}"
             ) from e
         return FixStart(name, response["executionArn"], started=True)
-

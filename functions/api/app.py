@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio.to_thread
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import Body, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -61,13 +61,13 @@ from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.gate import GateOutcome, GateResult, GateService, GateToolEvent, fail_safe
 from mirror.judge import RemoteTier
 from mirror.models import CallContext, MirrorConfig, ScoreTurnEvent, Verdict
-from mirror.observability import count, traced
+from mirror.observability import count, function_metrics, traced
 from mirror.redact import redact
 from mirror.service import ScoreTurnService
 from mirror.state import DynamoDBStateStore, StateStore, StateStoreError
 
 logger = Logger()
-metrics = Metrics()
+metrics = function_metrics()
 # botocore is patched for X-Ray when the store's client is built, not at import.
 tracer = Tracer(auto_patch=False)
 

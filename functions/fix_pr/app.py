@@ -19,13 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 
 from mirror.fixes.tasks import run
 from mirror.observability import count
 
 logger = Logger()
-metrics = Metrics()
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 

@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
@@ -20,12 +20,12 @@ from mirror.errors import validation_error_response
 from mirror.gate import GateOutcome, GateService, GateToolEvent, fail_safe, idempotency_layer
 from mirror.judge import RemoteTier
 from mirror.models import MirrorConfig
-from mirror.observability import count, traced
+from mirror.observability import count, function_metrics, traced
 from mirror.redact import redact, redact_event
 from mirror.state import DynamoDBStateStore
 
 logger = Logger()
-metrics = Metrics()
+metrics = function_metrics()
 # botocore is patched for X-Ray when the store's client is built, not at import.
 tracer = Tracer(auto_patch=False)
 

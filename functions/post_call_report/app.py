@@ -13,18 +13,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mirror.config import config_from_env
 from mirror.errors import validation_error_response
+from mirror.observability import function_metrics
 from mirror.reports.models import parse_call_ended
 from mirror.reports.service import PostCallReportService, ReportSettings
 from mirror.state import DynamoDBStateStore
 
 logger = Logger()
-metrics = Metrics()
+metrics = function_metrics()
 
 BASE_CONFIG = config_from_env()
 SETTINGS = ReportSettings.from_env(intervention_threshold=BASE_CONFIG.intervention_threshold)

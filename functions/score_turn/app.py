@@ -11,20 +11,20 @@ import logging
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mirror.config import config_for_event, config_from_env
 from mirror.errors import error_response, validation_error_response
 from mirror.models import ScoreTurnEvent
-from mirror.observability import traced
+from mirror.observability import function_metrics, traced
 from mirror.redact import redact_event
 from mirror.service import ScoreTurnService
 from mirror.state import DynamoDBStateStore, StateStoreError
 
 logger = Logger()
-metrics = Metrics()
+metrics = function_metrics()
 # botocore is patched for X-Ray when the store's client is built, not at import: the patch
 # imports botocore (~0.15 s), which the first DynamoDB call needs anyway.
 tracer = Tracer(auto_patch=False)

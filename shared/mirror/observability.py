@@ -13,12 +13,25 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
 
 logger = logging.getLogger(__name__)
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def function_metrics() -> Metrics:
+    """A function's `Metrics`, with a metric set of its own. Powertools keeps one set per process
+    for every `Metrics()`: two handler copies run side by side in one process (the bridge's
+    in-process functions, two "containers" each) would flush or clear each other's metrics, and
+    a flush that finds the set emptied under it raises, failing the call. In Lambda, one
+    invocation per process, nothing changes. Namespace and service come from the environment
+    (`POWERTOOLS_METRICS_NAMESPACE`, `POWERTOOLS_SERVICE_NAME`), as for `Metrics()`."""
+    return Metrics(provider=AmazonCloudWatchEMFProvider())
 
 
 def count(name: str, **dimensions: str) -> None:

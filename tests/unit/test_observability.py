@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.metrics import MetricUnit
 
-from mirror.observability import count, traced
+from mirror.observability import count, function_metrics, traced
 from tests.unit.handler_helpers import emf_documents, emf_metric
 
 
@@ -33,6 +34,23 @@ def test_a_metric_that_cannot_be_emitted_never_fails_the_call(
         count("GateFailures", kind="timeout")
     assert emf_documents(capsys.readouterr().out) == []
     assert any("metric not emitted: GateFailures" in r.getMessage() for r in caplog.records)
+
+
+def test_two_copies_of_a_function_keep_their_metrics_apart(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two handler copies in one process (the bridge's in-process containers): one's flush
+    neither takes nor clears the other's metrics."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "MirrorTest")
+    score, gate = function_metrics(), function_metrics()
+    score.add_metric(name="Verdicts", unit=MetricUnit.Count, value=1)
+    gate.add_metric(name="GateRequests", unit=MetricUnit.Count, value=1)
+    gate.flush_metrics()
+    docs = emf_documents(capsys.readouterr().out)
+    assert emf_metric(docs, "GateRequests") and not emf_metric(docs, "Verdicts")
+    score.flush_metrics()  # its metric was neither flushed nor cleared by the other copy
+    docs = emf_documents(capsys.readouterr().out)
+    assert emf_metric(docs, "Verdicts") and not emf_metric(docs, "GateRequests")
 
 
 class _Tracer:

@@ -312,13 +312,13 @@ def test_concurrent_deliveries_of_one_event_write_once(
     aws: dict[str, Any], load_handler: Callable[..., ModuleType]
 ) -> None:
     _record(aws["store"], "CA-1")
-    module = load_handler()
+    containers = [load_handler() for _ in range(4)]  # one invocation at a time in each, as Lambda
     statuses: list[str] = []
 
-    def deliver() -> None:
+    def deliver(module: ModuleType) -> None:
         statuses.append(_run(module, _event("CA-1"))["status"])
 
-    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    threads = [threading.Thread(target=deliver, args=(m,)) for m in containers]
     for t in threads:
         t.start()
     for t in threads:

@@ -69,7 +69,7 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
     module = import_file(HANDLER_PATH, "score_turn_app")
     try:
         module._service = None  # built on first use, inside this test's moto
-        module.metrics.clear_metrics()  # Powertools keeps metrics class-wide: drop leftovers
+        module.metrics.clear_metrics()  # drop leftovers of an earlier test
         # pytest swaps capsys's stream between setup and call; log to whichever is current
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):

@@ -38,8 +38,8 @@ def config_from_env(environ: Mapping[str, str] = os.environ) -> MirrorConfig:
 
 def config_for_event(base: MirrorConfig, event: ScoreTurnEvent) -> MirrorConfig:
     """The base config with the event's tenant, policies and irreversible tools, if it has them;
-    the same object for the same overlay (`MirrorConfig.event_overlays`), so its compiled
-    judge is found by identity of content without re-validating anything."""
+    the same object for the same overlay (`MirrorConfig.event_overlays`): nothing is
+    re-validated per turn, and its judge is found by a fingerprint computed once."""
     policies, tools = event.policies, event.irreversible_tools
     key = (
         event.tenant_id,

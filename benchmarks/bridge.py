@@ -693,21 +693,23 @@ class AgentServer:
 
 STALL_PROBE = """
 import json, os, sys, time
-cpu, until, step = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+cpu, until, step, late = (float(a) for a in sys.argv[1:5])
+cpu = int(cpu)
 if cpu >= 0:
     os.sched_setaffinity(0, {cpu})
 gaps, prev = [], time.monotonic()
 while prev < until:
     time.sleep(step)
     now = time.monotonic()
-    if now - prev > step + 0.005:
+    if now - prev > step + late:
         gaps.append([prev, now - prev - step])
     prev = now
 print(json.dumps(gaps))
 """
-"""A process that only sleeps 2 ms at a time on one CPU, and notes each wake-up more than 5 ms
-late: the CPU was not there for it (see `host_stall_max_ms` above)."""
-STALL_MS = 5.0
+"""A process that only sleeps `STALL_STEP_S` at a time on one CPU, and notes each wake-up more
+than `STALL_S` late: the CPU was not there for it (see `host_stall_max_ms` above)."""
+STALL_STEP_S = 0.002
+STALL_S = 0.005
 
 
 def start_stall_probes(cpus: set[int], until: float) -> list[tuple[int, subprocess.Popen]]:
@@ -717,7 +719,8 @@ def start_stall_probes(cpus: set[int], until: float) -> list[tuple[int, subproce
         (
             cpu,
             subprocess.Popen(
-                [sys.executable, "-c", STALL_PROBE, str(cpu), str(until), "0.002"],
+                [sys.executable, "-c", STALL_PROBE, str(cpu), str(until)]
+                + [str(STALL_STEP_S), str(STALL_S)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,

@@ -4,8 +4,9 @@
 `FunctionError`: a timeout, a Lambda function error, an unreadable answer, and the functions' own
 `{"error": {...}}` answers all raise, so the session applies one set of failure rules (speech
 fails open, irreversible tools hold). Blocking clients (boto3, the in-process handlers) run in a
-bounded thread pool through `loop.run_in_executor`: the event loop, which carries every call's
-audio, never waits on them, and a burst of calls cannot start unbounded threads.
+bounded thread pool and hand their answers back through the loop's `LoopInbox`: the event loop,
+which carries every call's audio, never waits on them, a burst of calls cannot start unbounded
+threads, and an answer is taken at the loop's next audio frame.
 """
 
 from __future__ import annotations
@@ -153,11 +154,34 @@ async def _run_bounded(
     pool: ThreadPoolExecutor, name: str, timeout_s: float, fn: Callable[[], Any]
 ) -> Any:
     """`fn` in the pool, awaited without blocking the loop; a timeout cancels it if it has not
-    started yet (a started thread finishes in the background: the pool bounds how many)."""
+    started yet (a started thread finishes in the background: the pool bounds how many). The
+    answer comes back through the loop's `LoopInbox`, as an in-process one does."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(pool, fn)
+    done: asyncio.Future[Any] = loop.create_future()
+    inbox = loop_inbox(loop)
+
+    def settle(result: Any, error: BaseException | None) -> None:  # on the loop
+        if done.done():  # timed out meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def call() -> None:  # in the pool
+        try:
+            outcome: tuple[Any, BaseException | None] = (fn(), None)
+        except BaseException as e:  # raised on the loop, as run_in_executor would
+            outcome = (None, e)
+        try:
+            inbox.post(settle, *outcome)
+        except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
+            pass
+
+    work = pool.submit(call)
+    done.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
     try:
-        return await asyncio.wait_for(future, timeout_s)
+        return await asyncio.wait_for(done, timeout_s)
     except TimeoutError:
         raise FunctionError(name, "timeout", f"no answer within {timeout_s:.3f} s") from None
 

@@ -15,7 +15,12 @@ import pytest
 
 from mirror.models import CallContext
 from mirror.state import DynamoDBStateStore
-from mirror_bridge.transport import FunctionError, InProcessTransport, LambdaTransport
+from mirror_bridge.transport import (
+    FunctionError,
+    InProcessTransport,
+    LambdaTransport,
+    loop_inbox,
+)
 from tests.bridge import conftest_session
 from tests.bridge.conftest import run
 
@@ -90,6 +95,22 @@ def test_lambda_invoke_never_blocks_the_loop_and_the_pool_is_bounded() -> None:
     assert request["FunctionName"] == "fn-score"
     assert request["InvocationType"] == "RequestResponse"
     assert json.loads(request["Payload"]) in [{"n": n} for n in range(6)]
+    transport.shutdown()
+
+
+def test_a_lambda_answer_waits_in_the_loops_inbox_for_the_next_frame() -> None:
+    transport = LambdaTransport(NAMES, client=SlowLambda(0.01), max_workers=1)
+
+    async def scenario() -> None:
+        call = asyncio.ensure_future(transport.invoke("score_turn", {"n": 1}, 2.0))
+        await asyncio.sleep(0)  # submitted
+        time.sleep(0.2)  # the loop busy with audio: the answer arrives meanwhile
+        inbox = loop_inbox()
+        assert len(inbox.pending) == 1 and not call.done()
+        inbox.drain()  # what the relay's next frame handler does
+        assert await call == {"decision": "allow"}
+
+    run(scenario())
     transport.shutdown()
 
 

@@ -2,7 +2,8 @@
 when the socket is idle, queued in order behind a slow one, bounded), the session handing its
 messages to them without a task hop, the media fast parse, the silence check skipped while audio
 plays, ScoreTurn called before the annotation's dispatch returns, the in-process transport's
-answers taken at the next frame (`LoopInbox`), and the start-up heap frozen once."""
+answers taken at the next frame (`LoopInbox`), the start-up heap frozen once, and the descriptor
+table reserved before any call."""
 
 from __future__ import annotations
 

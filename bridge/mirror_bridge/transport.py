@@ -150,6 +150,28 @@ def loop_inbox(loop: asyncio.AbstractEventLoop | None = None) -> LoopInbox:
     return inbox
 
 
+def _settle(
+    done: asyncio.Future[Any], result: Any, error: BaseException | None, cancelled: bool = False
+) -> None:
+    """A pool call's outcome onto its future, on the loop; nothing if the caller gave up."""
+    if done.done():  # timed out meanwhile
+        return
+    if cancelled:
+        done.cancel()
+    elif error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
+
+
+def _hand_back(inbox: LoopInbox, fn: Callable[..., None], *args: Any) -> None:
+    """`inbox.post` from a pool thread; a loop already gone (shutdown) has nobody waiting."""
+    try:
+        inbox.post(fn, *args)
+    except RuntimeError:
+        pass
+
+
 async def _run_bounded(
     pool: ThreadPoolExecutor, name: str, timeout_s: float, fn: Callable[[], Any]
 ) -> Any:
@@ -160,23 +182,12 @@ async def _run_bounded(
     done: asyncio.Future[Any] = loop.create_future()
     inbox = loop_inbox(loop)
 
-    def settle(result: Any, error: BaseException | None) -> None:  # on the loop
-        if done.done():  # timed out meanwhile
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)
-
     def call() -> None:  # in the pool
         try:
             outcome: tuple[Any, BaseException | None] = (fn(), None)
         except BaseException as e:  # raised on the loop, as run_in_executor would
             outcome = (None, e)
-        try:
-            inbox.post(settle, *outcome)
-        except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
-            pass
+        _hand_back(inbox, _settle, done, *outcome)
 
     work = pool.submit(call)
     done.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
@@ -387,24 +398,14 @@ class InProcessTransport:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
 
-        def back(answer: Any, error: BaseException | None, cancelled: bool = False) -> None:
-            queue.put_nowait(handler)  # on the loop
-            if done.done():  # timed out meanwhile
-                return
-            if cancelled:
-                done.cancel()
-            elif error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(answer)
+        def back(*outcome: Any) -> None:  # on the loop
+            queue.put_nowait(handler)
+            _settle(done, *outcome)
 
         inbox = loop_inbox(loop)
 
         def hand_back(*outcome: Any) -> None:
-            try:
-                inbox.post(back, *outcome)
-            except RuntimeError:  # the loop is gone (shutdown): nothing waits for it
-                pass
+            _hand_back(inbox, back, *outcome)
 
         def call() -> None:  # in the worker thread, to the hand-back with its GIL priority
             with _handler_running():

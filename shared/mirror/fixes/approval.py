@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mirror.fixes.errors import FixConflict, TransientError
 from mirror.fixes.store import FixStore
-from mirror.reports.aws import client as aws_client
-from mirror.reports.aws import error_code
+from mirror.aws import client as aws_client
+from mirror.aws import error_code
 
 _GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken", "ExecutionDoesNotExist"})
 

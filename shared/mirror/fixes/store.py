@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
-from mirror.reports.aws import DynamoDBTable, error_code
+from mirror.aws import DynamoDBTable, error_code
 from mirror.reports.naming import DAY_S
 from mirror.state.base import from_attr, to_attr
 

@@ -27,7 +27,7 @@ from hashlib import sha256
 from typing import Any
 from urllib.parse import quote
 
-from mirror.reports.aws import DynamoDBTable, LazyClient, error_code
+from mirror.aws import DynamoDBTable, LazyClient, error_code
 from mirror.reports.models import CallReport, ReportEntry, TranscriptRef
 from mirror.state.base import attr_n, attr_s
 

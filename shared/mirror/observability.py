@@ -24,14 +24,46 @@ logger = logging.getLogger(__name__)
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
+class SafeEMFProvider(AmazonCloudWatchEMFProvider):
+    """The EMF provider whose failures are logged and swallowed: a metric that cannot be
+    emitted (no `POWERTOOLS_METRICS_NAMESPACE`, too many dimensions, a bad value) never fails
+    the call it counts, so it can never change a verdict or a gate decision. `@log_metrics`
+    flushes after the handler returned its answer: a raise there would turn the answer into a
+    failed invocation (the bridge's local run, which sets no namespace, failed every turn open).
+    A flush that fails drops the invocation's metrics, so they do not pile up."""
+
+    def add_metric(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().add_metric(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a metric never fails the call
+            logger.warning("metric not added", exc_info=True)
+
+    def add_dimension(self, name: str, value: str) -> None:
+        try:
+            super().add_dimension(name, value)
+        except Exception:  # noqa: BLE001
+            logger.warning("metric dimension not added: %s", name, exc_info=True)
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        try:
+            super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+        except Exception:  # noqa: BLE001
+            logger.warning("metrics not emitted", exc_info=True)
+            try:
+                self.clear_metrics()
+            except Exception:  # noqa: BLE001
+                logger.warning("metrics not cleared", exc_info=True)
+
+
 def function_metrics() -> Metrics:
     """A function's `Metrics`, with a metric set of its own. Powertools keeps one set per process
     for every `Metrics()`: two handler copies run side by side in one process (the bridge's
     in-process functions, two "containers" each) would flush or clear each other's metrics, and
     a flush that finds the set emptied under it raises, failing the call. In Lambda, one
     invocation per process, nothing changes. Namespace and service come from the environment
-    (`POWERTOOLS_METRICS_NAMESPACE`, `POWERTOOLS_SERVICE_NAME`), as for `Metrics()`."""
-    return Metrics(provider=AmazonCloudWatchEMFProvider())
+    (`POWERTOOLS_METRICS_NAMESPACE`, `POWERTOOLS_SERVICE_NAME`), as for `Metrics()`; a metric
+    that cannot be emitted is logged, never raised (`SafeEMFProvider`)."""
+    return Metrics(provider=SafeEMFProvider())
 
 
 def count(name: str, **dimensions: str) -> None:

@@ -84,3 +84,25 @@ def test_traced_wraps_only_where_tracing_is_on() -> None:
     handler = traced(on)(_handler)  # type: ignore[arg-type]
     assert on.wrapped == [("_handler", False)]  # the response is never put in a trace
     assert handler({"a": 1}, None) == ("traced", {"a": 1})
+
+
+def test_a_flush_without_a_namespace_is_logged_and_never_raised(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`@log_metrics` flushes after the handler answered: a raise there failed the answer."""
+    monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE", raising=False)
+    metrics = function_metrics()
+
+    @metrics.log_metrics
+    def handler(event: Any, context: Any) -> dict[str, str]:
+        metrics.add_dimension(name="decision", value="allow")
+        metrics.add_metric(name="Verdicts", unit=MetricUnit.Count, value=1)
+        return {"decision": "allow"}
+
+    with caplog.at_level(logging.WARNING, logger="mirror.observability"):
+        assert handler({}, None) == {"decision": "allow"}
+        assert handler({}, None) == {"decision": "allow"}  # nothing left over to fail on
+    assert emf_documents(capsys.readouterr().out) == []
+    assert any("metrics not emitted" in r.getMessage() for r in caplog.records)

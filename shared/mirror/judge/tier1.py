@@ -171,17 +171,14 @@ class ZeroShotTier:
 
     def sagemaker_client(self) -> Any:
         if self._sagemaker is None:
-            import boto3
-            from botocore.config import Config
+            from mirror.aws import client
 
-            self._sagemaker = boto3.client(
+            self._sagemaker = client(
                 "sagemaker-runtime",
+                connect_timeout_s=SAGEMAKER_CONNECT_S,
+                read_timeout_s=SAGEMAKER_READ_S,
+                attempts=1,
                 region_name=self.settings.region,
-                config=Config(
-                    connect_timeout=SAGEMAKER_CONNECT_S,
-                    read_timeout=SAGEMAKER_READ_S,
-                    retries={"mode": "standard", "total_max_attempts": 1},
-                ),
             )
         return self._sagemaker
 

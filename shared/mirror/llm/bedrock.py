@@ -41,18 +41,15 @@ class BedrockLLM:
         """The bedrock-runtime client, built on first use (boto3 loads then, not at import)."""
         with self._lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
+                from mirror.aws import client
 
                 s = self.settings
-                self._client = boto3.client(
+                self._client = client(
                     "bedrock-runtime",
+                    connect_timeout_s=min(CONNECT_TIMEOUT_S, s.timeout_s),
+                    read_timeout_s=s.timeout_s,
+                    attempts=s.max_retries + 1,  # retries after the first attempt
                     region_name=s.bedrock_region,
-                    config=Config(
-                        connect_timeout=min(CONNECT_TIMEOUT_S, s.timeout_s),
-                        read_timeout=s.timeout_s,
-                        retries={"mode": "standard", "total_max_attempts": s.max_retries + 1},
-                    ),
                 )
             return self._client
 

@@ -38,7 +38,7 @@ import gc
 import logging
 import os
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,9 +56,9 @@ from mirror_bridge.agent_protocol import (
 )
 from mirror_bridge.agent_socket import connect_agent
 from mirror_bridge.framing import FrameHandler, Message, PushSocket
+from mirror_bridge.outbound import SessionIO, _Writer
 from mirror_bridge.plivo_protocol import (
     OUTBOUND_EVENTS,
-    Frame,
     MediaFormat,
     PlivoEvent,
     PlivoProtocolError,
@@ -68,7 +68,6 @@ from mirror_bridge.plivo_protocol import (
     check_outbound,
     decode_frame,
     parse_event,
-    wire_text,
 )
 from mirror_bridge.plivo_socket import push_socket
 from mirror_bridge.settings import Settings
@@ -95,19 +94,6 @@ class CallContext:
     def mirror_context(self) -> MirrorCallContext:
         """The call-state key (`{tenant_id}#{call_id}`) the functions and the store use."""
         return MirrorCallContext(call_id=self.call_id, tenant_id=self.tenant.tenant_id)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionIO:
-    """How a session speaks: both queue a JSON message; neither blocks for long, neither raises
-    once a side is gone (the message is dropped and logged). The `offer_*` variants queue it
-    without waiting and return False when the queue is full (then await `send_*`); a message
-    offered right after ones that were sent keeps its place."""
-
-    send_plivo: Callable[[dict[str, Any]], Awaitable[None]]
-    send_agent: Callable[[dict[str, Any]], Awaitable[None]]
-    offer_plivo: Callable[[dict[str, Any]], bool] | None = None
-    offer_agent: Callable[[dict[str, Any]], bool] | None = None
 
 
 class CallSessionLike(Protocol):
@@ -245,153 +231,6 @@ def agent_connector(settings: Settings) -> AgentConnector:
 
 def _push_socket(conn: Any) -> PushSocket | None:
     return conn if callable(getattr(conn, "start_delivery", None)) else None
-
-
-class _Writer:
-    """One socket's outgoing messages, in order, at most `size` of them waiting. Messages go out
-    as `wire_text` (a received frame as it came).
-
-    A message for an idle socket is written at once: with `write_now` (a push socket's: the
-    transport takes it, or it says no) nothing else happens; otherwise it is sent in an eager
-    task, which schedules nothing when the socket takes it without waiting. While a send waits
-    (a slow peer: the transport's buffer is full), later messages queue behind it and that task
-    sends them in order; when `size` are waiting, `offer` says no and `put` waits for room
-    (back-pressure on this direction only)."""
-
-    def __init__(
-        self,
-        name: str,
-        send: Callable[[str], Awaitable[None]],
-        size: int,
-        write_now: Callable[[str], bool] | None = None,
-    ) -> None:
-        self.name = name
-        self._send = send
-        self._write_now = write_now
-        self._size = size
-        self._loop = asyncio.get_running_loop()
-        self._pending: deque[str] = deque()
-        self._room: deque[asyncio.Future[None]] = deque()  # puts waiting for room, in order
-        self._admitted = 0  # puts given room that have not queued their message yet
-        self._busy = False  # a send is under way (then `_pending` is drained by its task)
-        self._task: asyncio.Task[None] | None = None
-        self.dead = False
-        self.closing = False
-        self.sent = 0
-
-    def _full(self) -> bool:
-        return bool(self._room) or len(self._pending) + self._admitted >= self._size
-
-    def offer(self, message: dict[str, Any]) -> bool:
-        """`put` without waiting: False (nothing queued) when it would have to wait."""
-        if self.dead or self.closing:
-            log.debug("%s side is gone; dropped %s", self.name, message.get("event"))
-            return True
-        if not self._busy and (write_now := self._write_now) is not None:
-            # the usual case, first: an idle socket whose transport takes it now
-            text = message.text if type(message) is Frame else None  # wire_text, inline
-            try:
-                if write_now(text if text is not None else wire_text(message)):
-                    self.sent += 1
-                    return True
-            except Exception as e:  # as a failed send
-                log.info("%s write failed (%s); dropping further frames", self.name, e)
-                self._give_up()
-                return True
-        if self._full():
-            return False
-        self._push(wire_text(message))
-        return True
-
-    async def put(self, message: dict[str, Any]) -> None:
-        if self.dead or self.closing:
-            log.debug("%s side is gone; dropped %s", self.name, message.get("event"))
-            return
-        text = wire_text(message)
-        if self._full():
-            waiter = self._loop.create_future()
-            self._room.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():  # room given: pass it on
-                    self._admitted -= 1
-                    self._let_in()
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._room.remove(waiter)
-                raise
-            self._admitted -= 1
-            if self.dead:
-                return
-        self._push(text)
-
-    def _push(self, text: str) -> None:
-        if not self._busy and (write_now := self._write_now) is not None:
-            try:
-                if write_now(text):
-                    self.sent += 1
-                    return
-            except Exception as e:  # as a failed send
-                log.info("%s write failed (%s); dropping further frames", self.name, e)
-                self._give_up()
-                return
-        self._pending.append(text)
-        if not self._busy:
-            task = asyncio.Task(self._drain(), loop=self._loop, eager_start=True)
-            if not task.done():
-                self._task = task
-
-    def _let_in(self) -> None:
-        """Room for one more: the first put still waiting gets it."""
-        while self._room:
-            waiter = self._room.popleft()
-            if not waiter.done():
-                self._admitted += 1
-                waiter.set_result(None)
-                return
-
-    async def _drain(self) -> None:
-        self._busy = True
-        pending = self._pending
-        try:
-            while pending:
-                text = pending.popleft()
-                if self._room:
-                    self._let_in()
-                try:
-                    await self._send(text)
-                    self.sent += 1
-                except Exception as e:  # the socket closed under us; its reader will see it too
-                    log.info("%s send failed (%s); dropping further frames", self.name, e)
-                    self._give_up()
-        finally:
-            self._busy = False
-            self._task = None
-
-    def _give_up(self) -> None:
-        """Drop what is queued and let every waiting put return (dropping its message)."""
-        self.dead = True
-        self._pending.clear()
-        while self._room:
-            self._let_in()
-
-    async def finish(self, timeout: float) -> None:
-        """Send what is queued (up to `timeout`), then stop. A backlog at the limit means a
-        stalled peer: it is dropped, and only the send under way gets the time."""
-        self.closing = True
-        if len(self._pending) >= self._size:
-            self._give_up()
-        task = self._task
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except TimeoutError:
-            self._give_up()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 @dataclass

@@ -24,7 +24,8 @@ from starlette.websockets import WebSocketState
 from mirror_bridge import plivo_protocol as pp
 from mirror_bridge import relay as relay_module
 from mirror_bridge import transport as transport_module
-from mirror_bridge.relay import CallRelay, _Writer
+from mirror_bridge.outbound import _Writer
+from mirror_bridge.relay import CallRelay
 from mirror_bridge.session import SessionIO
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig

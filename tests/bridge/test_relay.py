@@ -13,8 +13,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from mirror_bridge.app import create_app
+from mirror_bridge.outbound import SessionIO
 from mirror_bridge.plivo_socket import WS_PROTOCOL
-from mirror_bridge.relay import CallContext, PassThroughSession, SessionIO
+from mirror_bridge.relay import CallContext, PassThroughSession
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
 from tests.bridge.conftest import AUTH_TOKEN, LiveServer, free_port, run

@@ -12,7 +12,7 @@ RUFF := $(VENV)/bin/ruff
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: venv test lint build demo bench eval clean
+.PHONY: venv test lint typecheck build demo bench eval clean
 
 # The team's labelled cases live beside the checkout; pass EVAL_DIR=... to use others.
 EVAL_DIR ?= ../shared/eval/dev
@@ -24,6 +24,10 @@ lint: venv
 	$(RUFF) check .
 	$(RUFF) format --check .
 	$(SAM) validate --lint
+
+# Strict mypy with the pydantic plugin on the core and the bridge ([tool.mypy] in pyproject.toml).
+typecheck: venv
+	$(PY) -m mypy
 
 # Ship hash-based .pyc files: /var/task is read-only, so otherwise every cold start compiles.
 build: venv

@@ -3,11 +3,13 @@
 boto3 is imported and the client built on first use, so importing this module costs nothing in a
 cold start that never touches state, and tests can inject a client. Every read is strongly
 consistent: the judge reads history right after the previous turn was recorded.
+
+`DynamoDBStateStore` holds the store operations; its client plumbing is in `dynamodb_client`,
+the turn transaction in `dynamodb_turns`, the attribute codecs in `dynamodb_codec`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,195 +41,35 @@ from mirror.state.base import (
     decode_verdict,
     encode_turn,
     expiry,
-    from_attr,
-    is_live,
-    msg_sk,
     number_from_str,
     recorded_verdicts,
-    seq_advance,
     seq_of,
     to_attr,
     tool_sk,
     verdict_sk,
 )
-
-Item = dict[str, Any]
-
-_CONDITION_FAILED = frozenset({"ConditionalCheckFailedException"})
-_TRANSACTION_CANCELED = frozenset({"TransactionCanceledException"})
-_RETRYABLE_REASONS = frozenset(
-    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+from mirror.state.dynamodb_client import DynamoDBCallTable
+from mirror.state.dynamodb_codec import (
+    CONDITION_FAILED,
+    TRANSACTION_CANCELED,
+    Item,
+    Rejected,
+    decode_meta,
+    live,
+    recorded_tool_call,
 )
-"""Cancellation reasons that say "someone else was writing": re-read and try again."""
+from mirror.state.dynamodb_turns import cancellation_outcome, turn_transaction
+
+__all__ = ["DynamoDBStateStore", "Item"]
 
 
-class _Rejected(Exception):
-    """An expected refusal (a failed condition), kept apart from real errors."""
+class DynamoDBStateStore(DynamoDBCallTable):
+    """A `StateStore` over one DynamoDB table (schema: `CallStateTable` in template.yaml).
 
-    def __init__(self, code: str, response: Mapping[str, Any]) -> None:
-        super().__init__(code)
-        self.code = code
-        self.response = response
-
-
-def _decode(attr: Mapping[str, Any]) -> MetaValue:
-    """A call-metadata attribute: scalars only."""
-    if "L" not in attr:
-        try:
-            return from_attr(attr)  # type: ignore[no-any-return]
-        except ValueError:
-            pass
-    raise StateStoreError(f"unexpected DynamoDB attribute type {sorted(attr)} in call state")
-
-
-def _expires_at(item: Mapping[str, Any]) -> int | float | None:
-    attr = item.get(TTL_ATTRIBUTE)
-    return number_from_str(attr["N"]) if attr and "N" in attr else None
-
-
-def _live(item: Mapping[str, Any] | None, now: float) -> bool:
-    return item is not None and is_live(_expires_at(item), now)
-
-
-_SESSION_LOCK = threading.Lock()
-_SESSION: Any = None
-
-
-def _session() -> Any:
-    """One boto3 session per process (call with `_SESSION_LOCK` held): a session loads the
-    service model once, so later clients cost milliseconds instead of ~80 ms."""
-    global _SESSION
-    if _SESSION is None:
-        import boto3
-
-        _SESSION = boto3.session.Session()
-    return _SESSION
-
-
-class DynamoDBStateStore:
-    """A `StateStore` over one DynamoDB table (schema: `CallStateTable` in template.yaml)."""
-
-    def __init__(
-        self,
-        table_name: str,
-        *,
-        client: Any | None = None,
-        region_name: str | None = None,
-        endpoint_url: str | None = None,
-        connect_timeout_s: float = 1.0,
-        read_timeout_s: float = 2.0,
-        max_attempts: int = 3,
-        record_attempts: int = 5,
-    ) -> None:
-        """`client` is a boto3 DynamoDB client; without one, a client is built on first use
-        with short timeouts and bounded retries (a voice turn cannot wait on a slow store)."""
-        if not table_name:
-            raise ValueError("table_name is required")
-        if record_attempts < 1:
-            raise ValueError("record_attempts must be >= 1")
-        self._table = table_name
-        self._client = client
-        self._region_name = region_name
-        self._endpoint_url = endpoint_url
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
-        self._max_attempts = max_attempts
-        self._record_attempts = record_attempts
-
-    @property
-    def table_name(self) -> str:
-        return self._table
-
-    def connect(self) -> None:
-        """Build the client now rather than on the first call (for measuring cold starts)."""
-        self._get_client()
-
-    @property
-    def client(self) -> Any:
-        """The boto3 client (built on first use), for other users of the same table, such as
-        Powertools Idempotency: one connection pool, one set of timeouts and retries."""
-        return self._get_client()
-
-    # --- plumbing -------------------------------------------------------------------------
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            with _SESSION_LOCK:  # boto3 sessions are not thread-safe; building a client is rare
-                if self._client is None:
-                    from botocore.config import Config
-
-                    config = Config(
-                        connect_timeout=self._connect_timeout_s,
-                        read_timeout=self._read_timeout_s,
-                        # total_max_attempts counts the first try; botocore's `max_attempts`
-                        # counts only retries (max_attempts=3 would mean 4 requests).
-                        retries={"mode": "standard", "total_max_attempts": self._max_attempts},
-                    )
-                    self._client = _session().client(
-                        "dynamodb",
-                        region_name=self._region_name,
-                        endpoint_url=self._endpoint_url,
-                        config=config,
-                    )
-        return self._client
-
-    def _call(
-        self,
-        operation: str,
-        method: str,
-        /,
-        *,
-        tolerate: frozenset[str] = frozenset(),
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """Run one API call; expected refusals raise `_Rejected`, anything else StateStoreError
-        naming the store operation (botocore has already retried what was retryable)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if method != "transact_write_items":  # a transaction names the table per item
-            kwargs["TableName"] = self._table
-        where = f"state store {operation} failed ({method} on table {self._table!r})"
-        try:
-            return getattr(self._get_client(), method)(**kwargs)
-        except ClientError as e:
-            error = e.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            if code in tolerate:
-                raise _Rejected(code, e.response) from e
-            raise StateStoreError(f"{where}: {code}: {error.get('Message', '')}") from e
-        except BotoCoreError as e:
-            raise StateStoreError(f"{where}: {e}") from e
-
-    @staticmethod
-    def _key(pk: str, sk: str) -> dict[str, dict[str, str]]:
-        return {PK: attr_s(pk), SK: attr_s(sk)}
-
-    def _get(self, operation: str, pk: str, sk: str) -> Item | None:
-        response = self._call(operation, "get_item", Key=self._key(pk, sk), ConsistentRead=True)
-        return response.get("Item")
-
-    def _query_page(
-        self,
-        operation: str,
-        pk: str,
-        prefix: str,
-        newest_first: bool,
-        limit: int | None,
-        start: dict[str, Any] | None,
-    ) -> tuple[list[Item], dict[str, Any] | None]:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
-            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {":pk": attr_s(pk), ":prefix": attr_s(prefix)},
-            "ScanIndexForward": not newest_first,
-            "ConsistentRead": True,
-        }
-        if limit is not None:
-            kwargs["Limit"] = limit
-        if start is not None:
-            kwargs["ExclusiveStartKey"] = start
-        response = self._call(operation, "query", **kwargs)
-        return response.get("Items", []), response.get("LastEvaluatedKey")
+    Constructor (see `DynamoDBCallTable`): `table_name`, and keyword-only `client`,
+    `region_name`, `endpoint_url`, `connect_timeout_s=1.0`, `read_timeout_s=2.0`,
+    `max_attempts=3`, `record_attempts=5`.
+    """
 
     # --- metadata -------------------------------------------------------------------------
 
@@ -250,7 +92,7 @@ class DynamoDBStateStore:
                 self._call(
                     op,
                     "update_item",
-                    tolerate=_CONDITION_FAILED,
+                    tolerate=CONDITION_FAILED,
                     Key=self._key(pk, META_SK),
                     UpdateExpression="SET " + ", ".join([*sets, "#s = if_not_exists(#s, :now)"]),
                     ConditionExpression="attribute_not_exists(#pk) OR #e > :now",
@@ -259,7 +101,7 @@ class DynamoDBStateStore:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
                 return
-            except _Rejected as rejected:
+            except Rejected as rejected:
                 old = rejected.response.get("Item")
             if old is None:
                 continue  # gone again: the first form will create it
@@ -278,7 +120,7 @@ class DynamoDBStateStore:
                 self._call(
                     op,
                     "update_item",
-                    tolerate=_CONDITION_FAILED,
+                    tolerate=CONDITION_FAILED,
                     Key=self._key(pk, META_SK),
                     UpdateExpression=update,
                     ConditionExpression=condition,
@@ -286,7 +128,7 @@ class DynamoDBStateStore:
                     ExpressionAttributeValues={**attr_values, **guard},
                 )
                 return
-            except _Rejected:
+            except Rejected:
                 continue  # someone revived or changed it meanwhile: start over
         raise StateStoreConflictError(
             f"state store {op}: META of {pk!r} kept changing; gave up after "
@@ -295,9 +137,9 @@ class DynamoDBStateStore:
 
     def get_call_meta(self, ctx: CallContext, now: float) -> dict[str, MetaValue] | None:
         item = self._get("get_call_meta", call_key(ctx), META_SK)
-        if item is None or not _live(item, now):
+        if item is None or not live(item, now):
             return None
-        return {k: _decode(v) for k, v in item.items() if k not in INTERNAL_META_FIELDS}
+        return {k: decode_meta(v) for k, v in item.items() if k not in INTERNAL_META_FIELDS}
 
     # --- turns ----------------------------------------------------------------------------
 
@@ -306,93 +148,6 @@ class DynamoDBStateStore:
         expired or not, so a message that outlived its META is never overwritten."""
         items, _ = self._query_page(operation, pk, MSG_PREFIX, True, 1, None)
         return seq_of(items[0][SK]["S"]) + 1 if items else 0
-
-    def _turn_transaction(
-        self,
-        pk: str,
-        vsk: str,
-        meta: Item | None,
-        seq: int,
-        encoded: list[str],
-        verdict_json: str,
-        now: float,
-        expires_at: dict[str, str],
-    ) -> list[dict[str, Any]]:
-        """META update guarded by the counter value we read, the message puts, and the verdict
-        put guarded by its absence: all or nothing."""
-        names = {
-            "#n": "next_seq",
-            "#l": "last_turn_at",
-            "#e": TTL_ATTRIBUTE,
-            "#s": "started_at",
-        }
-        values: dict[str, Any] = {
-            ":old": attr_n(seq),
-            ":new": attr_n(seq + seq_advance(len(encoded))),
-            ":now": attr_n(now),
-            ":e": expires_at,
-        }
-        condition = "(attribute_not_exists(#n) OR #n = :old)"
-        if meta is not None and not _live(meta, now):
-            # An expired META: the call starts afresh (stale fields go, the counter stays).
-            keep = INTERNAL_META_FIELDS | {"started_at", "last_turn_at"}
-            removes = {f"#r{i}": k for i, k in enumerate(k for k in meta if k not in keep)}
-            names.update(removes)
-            update = "SET #n = :new, #l = :now, #e = :e, #s = :now"
-            if removes:
-                update += " REMOVE " + ", ".join(removes)
-            if TTL_ATTRIBUTE in meta:
-                condition += " AND #e = :old_e"
-                values[":old_e"] = meta[TTL_ATTRIBUTE]
-        else:
-            update = "SET #n = :new, #l = :now, #e = :e, #s = if_not_exists(#s, :now)"
-
-        transact: list[dict[str, Any]] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": self._key(pk, META_SK),
-                    "UpdateExpression": update,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                }
-            }
-        ]
-        transact += [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": {
-                        PK: attr_s(pk),
-                        SK: attr_s(msg_sk(seq + i)),
-                        "data": attr_s(data),
-                        TTL_ATTRIBUTE: expires_at,
-                    },
-                }
-            }
-            for i, data in enumerate(encoded)
-        ]
-        transact.append(
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": {
-                        PK: attr_s(pk),
-                        SK: attr_s(vsk),
-                        "data": attr_s(verdict_json),
-                        "seq": attr_n(seq),
-                        "recorded_at": attr_n(now),
-                        TTL_ATTRIBUTE: expires_at,
-                    },
-                    # An expired verdict no longer makes the turn a duplicate.
-                    "ConditionExpression": "attribute_not_exists(#sk) OR #e <= :now",
-                    "ExpressionAttributeNames": {"#sk": SK, "#e": TTL_ATTRIBUTE},
-                    "ExpressionAttributeValues": {":now": attr_n(now)},
-                }
-            }
-        )
-        return transact
 
     def record_turn(
         self,
@@ -415,8 +170,8 @@ class DynamoDBStateStore:
                 seq = int(meta["next_seq"]["N"])
             else:
                 seq = self._free_seq(op, pk)
-            transact = self._turn_transaction(
-                pk, vsk, meta, seq, encoded, verdict_json, now, expires_at
+            transact = turn_transaction(
+                self._table, pk, vsk, meta, seq, encoded, verdict_json, now, expires_at
             )
             try:
                 # botocore fills ClientRequestToken once per call, so its own retries of a write
@@ -424,23 +179,19 @@ class DynamoDBStateStore:
                 self._call(
                     op,
                     "transact_write_items",
-                    tolerate=_TRANSACTION_CANCELED,
+                    tolerate=TRANSACTION_CANCELED,
                     TransactItems=transact,
                 )
                 return True
-            except _Rejected as rejected:
+            except Rejected as rejected:
                 reasons = [
                     str(r.get("Code", "None"))
                     for r in rejected.response.get("CancellationReasons", [])
                 ]
-            if reasons and reasons[-1] == "ConditionalCheckFailed":
+            outcome = cancellation_outcome(reasons)
+            if outcome == "recorded_before":
                 return False  # the verdict exists: this turn was recorded before
-            known = {"None", "ConditionalCheckFailed", *_RETRYABLE_REASONS}
-            lost_race = bool(reasons) and (
-                reasons[0] == "ConditionalCheckFailed"
-                or any(r in _RETRYABLE_REASONS for r in reasons)
-            )
-            if lost_race and set(reasons) <= known:
+            if outcome == "retry":
                 continue  # a concurrent writer moved next_seq: re-read and try again
             raise StateStoreError(
                 f"state store {op} failed (transact_write_items on table {self._table!r}): "
@@ -463,14 +214,14 @@ class DynamoDBStateStore:
             items, start = self._query_page(
                 op, pk, MSG_PREFIX, True, limit - len(newest_first), start
             )
-            newest_first += [item["data"]["S"] for item in items if _live(item, now)]
+            newest_first += [item["data"]["S"] for item in items if live(item, now)]
             if start is None:
                 break
         return [decode_message(data) for data in reversed(newest_first[:limit])]
 
     def get_verdict(self, ctx: CallContext, turn_id: str, now: float) -> Verdict | None:
         item = self._get("get_verdict", call_key(ctx), verdict_sk(turn_id))
-        if item is None or not _live(item, now):
+        if item is None or not live(item, now):
             return None
         return decode_verdict(item["data"]["S"])
 
@@ -489,7 +240,7 @@ class DynamoDBStateStore:
                     item["data"]["S"],
                 )
                 for item in items
-                if _live(item, now)
+                if live(item, now)
             ]
             if start is None:
                 break
@@ -506,7 +257,7 @@ class DynamoDBStateStore:
             self._call(
                 "claim_cooldown",
                 "put_item",
-                tolerate=_CONDITION_FAILED,
+                tolerate=CONDITION_FAILED,
                 Item={
                     PK: attr_s(pk),
                     SK: attr_s(COOLDOWN_SK),
@@ -531,13 +282,13 @@ class DynamoDBStateStore:
                     **({":owner": attr_s(owner)} if owner else {}),
                 },
             )
-        except _Rejected:
+        except Rejected:
             return False
         return True
 
     def cooldown_active(self, ctx: CallContext, now: float, owner: str = "") -> bool:
         item = self._get("cooldown_active", call_key(ctx), COOLDOWN_SK)
-        if item is None or not _live(item, now):
+        if item is None or not live(item, now):
             return False
         if owner and item.get("owner", {}).get("S") == owner:
             return False
@@ -568,7 +319,7 @@ class DynamoDBStateStore:
             ReturnValues="ALL_OLD",
         )
         item = response.get("Attributes")
-        if not item or not _live(item, now):
+        if not item or not live(item, now):
             return None
         return str(item["note"]["S"])
 
@@ -578,9 +329,9 @@ class DynamoDBStateStore:
         self, ctx: CallContext, fingerprint: str, now: float
     ) -> RecordedToolCall | None:
         item = self._get("get_tool_call", call_key(ctx), tool_sk(fingerprint))
-        if item is None or not _live(item, now):
+        if item is None or not live(item, now):
             return None
-        return _recorded_tool_call(item)
+        return recorded_tool_call(item)
 
     def claim_tool_call(
         self,
@@ -606,7 +357,7 @@ class DynamoDBStateStore:
             self._call(
                 op,
                 "put_item",
-                tolerate=_CONDITION_FAILED,
+                tolerate=CONDITION_FAILED,
                 Item={
                     PK: attr_s(pk),
                     SK: attr_s(sk),
@@ -621,10 +372,10 @@ class DynamoDBStateStore:
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except _Rejected as rejected:
+        except Rejected as rejected:
             old = rejected.response.get("Item")
             if old is not None:
-                return _recorded_tool_call(old)
+                return recorded_tool_call(old)
             holder = self.get_tool_call(ctx, fingerprint, now)
             if holder is None:  # deleted in between; refusing is the safe answer
                 raise StateStoreError(
@@ -633,11 +384,3 @@ class DynamoDBStateStore:
                 ) from None
             return holder
         return None
-
-
-def _recorded_tool_call(item: Mapping[str, Any]) -> RecordedToolCall:
-    return RecordedToolCall(
-        tool_call_id=str(item["tool_call_id"]["S"]),
-        name=str(item["name"]["S"]),
-        recorded_at=float(number_from_str(item["recorded_at"]["N"])),
-    )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -189,7 +190,7 @@ class MirrorConfig(BaseModel):
         under, computed once per config object."""
         return self.model_dump_json()
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy without the cached values derived from the fields (`fingerprint`,
         `irreversible_pattern`): pydantic copies them along, and `update` may change what
         they were derived from."""

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from mirror.judge.base import Finding
 from mirror.judge.tier0 import run_tier0
-from mirror.models import MirrorConfig, Reason, Tier, Turn, Verdict
+from mirror.models import Decision, MirrorConfig, Reason, Tier, Turn, Verdict
 from mirror.policy import compile_policies
 
 
@@ -135,6 +135,7 @@ class Judge:
         )
         speech = [f for f in actionable if f.tool_call_id is None]
         suppressed = bool(speech) and cooldown_active
+        decision: Decision
         if blocked or held:
             decision = "block"
         elif speech and not suppressed:

@@ -6,7 +6,7 @@ the settings, and no SDK may load at import. The factories are imported on first
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirror.llm.base import (
     LLMBadOutput,
@@ -17,6 +17,9 @@ from mirror.llm.base import (
     LLMUnavailable,
 )
 from mirror.llm.settings import LLMSettings, Tier1Settings, llm_settings_from_env
+
+if TYPE_CHECKING:  # the type checker sees their signatures; at run time __getattr__ loads them
+    from mirror.llm.factory import build_llm_client, build_remote_tiers
 
 __all__ = [
     "LLMBadOutput",

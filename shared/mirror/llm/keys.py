@@ -31,7 +31,7 @@ class KeySource:
 
     async def get(self) -> str:
         if self.secret_name:
-            return await asyncio.to_thread(self._from_secret)
+            return await asyncio.to_thread(self._from_secret, self.secret_name)
         env = os.environ if self._environ is None else self._environ
         value = env.get(self.env_name or "", "").strip()
         if not value:
@@ -42,21 +42,17 @@ class KeySource:
         """After a 401: read the secret again on the next call (it may have been rotated)."""
         self._force = True
 
-    def _from_secret(self) -> str:
+    def _from_secret(self, name: str) -> str:
         from aws_lambda_powertools.utilities import parameters
 
         force, self._force = self._force, False
         try:
-            raw = parameters.get_secret(
-                self.secret_name, max_age=SECRET_MAX_AGE_S, force_fetch=force
-            )
+            raw = parameters.get_secret(name, max_age=SECRET_MAX_AGE_S, force_fetch=force)
         except Exception as e:  # noqa: BLE001 - GetParameterError and botocore errors alike
-            raise LLMUnavailable(
-                f"could not read secret {self.secret_name!r} ({type(e).__name__})"
-            ) from None
+            raise LLMUnavailable(f"could not read secret {name!r} ({type(e).__name__})") from None
         if isinstance(raw, bytes):
             raw = raw.decode()
-        return _key_in(str(raw), self.secret_name or "")
+        return _key_in(str(raw), name)
 
 
 def _key_in(raw: str, name: str) -> str:
@@ -69,8 +65,9 @@ def _key_in(raw: str, name: str) -> str:
             doc = None
         if isinstance(doc, dict):
             for k in _JSON_KEYS:
-                if isinstance(doc.get(k), str) and doc[k].strip():
-                    return doc[k].strip()
+                value = doc.get(k)
+                if isinstance(value, str) and value.strip():
+                    return value.strip()
             raise LLMUnavailable(f"secret {name!r} is JSON without an api_key or token field")
     if not text:
         raise LLMUnavailable(f"secret {name!r} is empty")

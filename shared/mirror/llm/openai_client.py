@@ -95,7 +95,7 @@ class OpenAIChatLLM:
     def _delay(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), MAX_BACKOFF_S)
-        return min(self._backoff_s * 2**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+        return min(self._backoff_s * 2.0**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
 
     async def _attempt(self, system: str, user: str, remaining: float) -> Any:
         import openai
@@ -149,6 +149,8 @@ class OpenAIChatLLM:
         if s.provider == "azure":
             from openai import AsyncAzureOpenAI
 
+            # LLMSettings' validator requires it for provider azure.
+            assert s.azure_endpoint is not None
             return AsyncAzureOpenAI(
                 api_key=key,
                 azure_endpoint=s.azure_endpoint,

@@ -132,7 +132,10 @@ def llm_settings_from_env(environ: Mapping[str, str] | None = None) -> LLMSettin
     when BEDROCK_MODEL_ID is. MIRROR_LLM_MODEL names the model. None: no LLM configured.
     """
     env = os.environ if environ is None else environ
-    get = lambda name: env.get(name) or None  # noqa: E731 - empty means unset
+
+    def get(name: str) -> str | None:
+        return env.get(name) or None  # empty means unset
+
     provider = get("MIRROR_LLM_PROVIDER")
     if provider is None:
         if get("AZURE_OPENAI_ENDPOINT"):

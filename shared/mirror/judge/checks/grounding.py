@@ -17,6 +17,7 @@ from mirror.judge.base import (
     short,
 )
 from mirror.judge.dialogue import Dialogue, id_key
+from mirror.models import ReasonCode
 
 _USER_KEYS = {"user", "customer", "account", "member"}
 _CHECKED = frozenset({"id", "email", "date", "number"})
@@ -64,7 +65,8 @@ class Grounding:
         return found
 
     def _finding(self, inp: CheckInput, name: str, call_id: str, arg: ArgValue) -> Finding:
-        code = "other_user" if _USER_KEYS & set(key_words(arg.key)) else "ungrounded_value"
+        user = _USER_KEYS & set(key_words(arg.key))
+        code: ReasonCode = "other_user" if user else "ungrounded_value"
         if arg.kind == "number":
             code = "wrong_amount"
         return Finding(

@@ -15,6 +15,7 @@ from typing import Any
 from mirror.judge import text as tx
 from mirror.judge.base import CheckInput, Finding, classify, key_words
 from mirror.judge.dialogue import Candidate, Dialogue, Group, Utterance, id_key
+from mirror.models import ReasonCode
 
 
 class ObjectIdentity:
@@ -54,7 +55,7 @@ def _target_args(args: dict[str, Any]) -> Iterator[tuple[str, list[str], bool]]:
 
 def _judge(
     d: Dialogue, key: str, values: list[str], is_list: bool, call_keys: set[str]
-) -> tuple[str, str] | None:
+) -> tuple[ReasonCode, str] | None:
     keys = [id_key(v) for v in values]
     payment = "payment" in key_words(key)
     for group in d.groups_of(values[0]):
@@ -107,7 +108,7 @@ def _judge(
     return None
 
 
-def _code(key: str, default: str) -> str:
+def _code(key: str, default: ReasonCode) -> ReasonCode:
     return "wrong_payment_method" if "payment" in key_words(key) else default
 
 

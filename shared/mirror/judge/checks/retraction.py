@@ -14,6 +14,7 @@ from typing import Any
 
 from mirror.judge import text as tx
 from mirror.judge.base import NUMBER_TYPES, CheckInput, Finding
+from mirror.models import ReasonCode
 
 _MARKER = tx.WordAlternatives(
     r"actually|no wait|wait|sorry|i mean|i meant|scratch that|make that|"
@@ -163,7 +164,7 @@ class Retraction:
             for r in active:
                 used = _mentions(args_text, r.retracted)
                 if used and _wrong(used, r, args_text):
-                    code = "wrong_amount" if used[0][0].isdigit() else "wrong_variant"
+                    code: ReasonCode = "wrong_amount" if used[0][0].isdigit() else "wrong_variant"
                     found.append(
                         Finding(
                             self.id,

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.aws import DynamoDBTable, error_code
+from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
 from mirror.reports.naming import DAY_S
 from mirror.state.base import from_attr, to_attr
 
@@ -69,7 +69,10 @@ class FixStore(DynamoDBTable):
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         """None when the condition failed; TransientError for throttling and outages."""
         try:
-            return getattr(self.client, method)(TableName=self.table_name, **kwargs)
+            response: dict[str, Any] = getattr(self.client, method)(
+                TableName=self.table_name, **kwargs
+            )
+            return response
         except Exception as e:
             code = error_code(e)
             if code == "ConditionalCheckFailedException":

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,7 @@ from mirror.fixes.settings import FixSettings
 from mirror.fixes.store import FixStore
 from mirror.llm.base import LLMClient
 from mirror.reports import patterns
+from mirror.reports.models import Severity
 from mirror.reports.store import DynamoDBReportStore
 
 MARKER = "Mirror"
@@ -93,6 +94,59 @@ class FixDeps:
         return self.llm
 
 
+# What the steps return, as the ASL places it in the document (`ResultPath`). The steps read
+# earlier results back from the document (`_part`) as plain JSON.
+
+
+class CollectedReport(TypedDict):
+    tenant_id: str
+    call_id: str
+    ended_at: float
+    severity: Severity
+    confidence: float
+    source: Literal["deterministic", "llm"]
+    evidence_turn_ids: list[str]
+    evidence: list[str]
+    what_went_wrong: str
+    proposed_prompt_change: str
+
+
+class Collected(TypedDict):
+    """`collect`'s result (`$.collected`)."""
+
+    title: str
+    root_cause: str
+    proposed_prompt_change: str
+    count: int
+    reports: list[CollectedReport]
+
+
+class Validated(TypedDict):
+    """`validate`'s result (`$.validated`)."""
+
+    files: list[str]
+    checks: list[str]
+    diff_sha256: str
+
+
+class AwaitingApproval(TypedDict):
+    """`await_approval`'s result: the output of the task once the Api sends the decision is
+    the decision itself (`$.approval`), not this."""
+
+    fix_id: str
+    status: Literal["awaiting_approval"]
+
+
+class OpenedPr(TypedDict):
+    """`open_pr`'s result (`$.pr`)."""
+
+    url: str | None
+    number: int | None
+    branch: str
+    commit: str
+    host: str
+
+
 def _inp(state: dict[str, Any]) -> FixInput:
     return FixInput.model_validate(state)
 
@@ -107,7 +161,7 @@ def _part(state: dict[str, Any], key: str) -> dict[str, Any]:
 # --- collect ----------------------------------------------------------------------------------
 
 
-def collect(state: dict[str, Any], deps: FixDeps, execution_arn: str | None = None) -> dict:
+def collect(state: dict[str, Any], deps: FixDeps, execution_arn: str | None = None) -> Collected:
     inp = _inp(state)
     deps.fixes.create(inp.model_dump(), deps.clock(), execution_arn)
     found = deps.reports.list_entries(
@@ -183,7 +237,7 @@ def _draft_input(files: dict[str, str], collected: dict[str, Any], inp: FixInput
     return f"<<<FIX\n{json.dumps(doc, ensure_ascii=False)}\nFIX>>>"
 
 
-def draft(state: dict[str, Any], deps: FixDeps) -> dict:
+def draft(state: dict[str, Any], deps: FixDeps) -> dict[str, Any]:
     inp = _inp(state)
     collected = _part(state, "collected")
     s = deps.settings
@@ -232,7 +286,7 @@ def _validated(state: dict[str, Any], deps: FixDeps) -> diffs.ValidatedPatch:
     )
 
 
-def validate(state: dict[str, Any], deps: FixDeps) -> dict:
+def validate(state: dict[str, Any], deps: FixDeps) -> Validated:
     v = _validated(state, deps)
     return {"files": sorted(v.files), "checks": v.checks, "diff_sha256": v.sha256}
 
@@ -240,7 +294,7 @@ def validate(state: dict[str, Any], deps: FixDeps) -> dict:
 # --- await approval ---------------------------------------------------------------------------
 
 
-def await_approval(token: str, state: dict[str, Any], deps: FixDeps) -> dict:
+def await_approval(token: str, state: dict[str, Any], deps: FixDeps) -> AwaitingApproval:
     if not token:
         raise FixError("no task token: the task must be invoked with .waitForTaskToken")
     inp = _inp(state)
@@ -313,7 +367,7 @@ def pr_body(state: dict[str, Any], settings: FixSettings, reviewer: str, decided
     return "\n".join(lines)
 
 
-def open_pr(state: dict[str, Any], deps: FixDeps) -> dict:
+def open_pr(state: dict[str, Any], deps: FixDeps) -> OpenedPr:
     inp = _inp(state)
     approval = _part(state, "approval")
     record = deps.fixes.get(inp.fix_id)
@@ -353,7 +407,9 @@ Outcome = Literal["opened", "rejected", "failed"]
 def _error_of(state: dict[str, Any]) -> tuple[str, str]:
     """(error name, message) from the Catch's `$.error` ({"Error", "Cause"}); a Lambda error's
     Cause is its JSON error document."""
-    err = state.get("error") if isinstance(state.get("error"), dict) else {}
+    err = state.get("error")
+    if not isinstance(err, dict):
+        err = {}
     name = str(err.get("Error") or "Unknown")
     cause = str(err.get("Cause") or "")
     try:
@@ -365,7 +421,7 @@ def _error_of(state: dict[str, Any]) -> tuple[str, str]:
     return name, cause[:1_000]
 
 
-def record(outcome: Outcome, state: dict[str, Any], deps: FixDeps) -> dict:
+def record(outcome: Outcome, state: dict[str, Any], deps: FixDeps) -> dict[str, Any]:
     inp = _inp(state)
     now = deps.clock()
     out: dict[str, Any] = {"fix_id": inp.fix_id, "status": outcome}

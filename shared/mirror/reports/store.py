@@ -79,7 +79,10 @@ class StoredEntry:
 class DynamoDBReportStore(DynamoDBTable):
     def _do(self, what: str, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            return getattr(self.client, method)(TableName=self.table_name, **kwargs)
+            response: dict[str, Any] = getattr(self.client, method)(
+                TableName=self.table_name, **kwargs
+            )
+            return response
         except Exception as e:
             raise ReportStoreError(f"{what}: {error_code(e) or type(e).__name__}") from e
 
@@ -175,7 +178,9 @@ class DynamoDBReportStore(DynamoDBTable):
                     raise ReportStoreError(
                         f"write report: {error_code(e) or type(e).__name__}"
                     ) from e
-                reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]  # type: ignore[attr-defined]
+                # A ClientError (error_code read its code), so `response` is its dict.
+                response: dict[str, Any] = getattr(e, "response", {})
+                reasons = [r.get("Code") for r in response.get("CancellationReasons", [])]
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
                 if attempt + 1 == TRANSACTION_ATTEMPTS:
@@ -275,7 +280,8 @@ class S3TranscriptStore(LazyClient):
             body = self.client.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
         except Exception as e:
             raise ReportStoreError(f"read transcript: {error_code(e) or type(e).__name__}") from e
-        return json.loads(body)
+        messages: list[Any] = json.loads(body)  # put() wrote a JSON list
+        return messages
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,8 @@ class InMemoryStateStore:
             item = self._calls.get(pk, {}).pop(OVERRIDE_SK, None)
         if item is None or not is_live(item[TTL_ATTRIBUTE], now):
             return None
-        return item["note"]
+        note: str = item["note"]  # set_override stores a str
+        return note
 
     # --- allowed irreversible tool calls --------------------------------------------------
 

@@ -66,7 +66,7 @@ bench-bridge: venv
 	$(SANDBOX) $(PY) benchmarks/bridge.py --json
 
 clean:
-	rm -rf .aws-sam .pytest_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .ruff_cache .mypy_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 eval: venv

@@ -23,10 +23,13 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from mirror.fixes.errors import RepoError, TransientError
+
+if TYPE_CHECKING:  # httpx loads on the first request
+    import httpx
 
 GITHUB_API = "https://api.github.com"
 GITLAB_API = "https://gitlab.com/api/v4"
@@ -113,14 +116,14 @@ class _Http:
         base_url: str,
         headers: Callable[[], dict[str, str]],
         timeout_s: float,
-        transport: Any = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.host = host
         self.base_url = base_url.rstrip("/")
         self._headers = headers
         self._timeout_s = timeout_s
         self._transport = transport
-        self._client: Any = None
+        self._client: httpx.Client | None = None
 
     def request(
         self,
@@ -130,7 +133,7 @@ class _Http:
         ok: tuple[int, ...] = (200, 201),
         tolerate: tuple[int, ...] = (),
         **kwargs: Any,
-    ) -> Any:
+    ) -> httpx.Response:
         import httpx
 
         if self._client is None:
@@ -157,7 +160,7 @@ class _Http:
         raise RepoError(f"{where} {message}".strip())
 
 
-def _message(response: Any) -> str:
+def _message(response: httpx.Response) -> str:
     try:
         doc = response.json()
     except ValueError:
@@ -189,7 +192,7 @@ class GitHubRepo:
         *,
         api_url: str = GITHUB_API,
         timeout_s: float = 10.0,
-        transport: Any = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         owner, _, name = repo.partition("/")
         if not owner or not name or "/" in name:
@@ -297,7 +300,7 @@ class GitLabRepo:
         *,
         api_url: str = GITLAB_API,
         timeout_s: float = 10.0,
-        transport: Any = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not project:
             raise ValueError("a GitLab project (id or 'group/name') is required")

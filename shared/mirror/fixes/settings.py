@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,9 @@ from mirror.fixes.repos import (
     RepoHost,
     secret_token,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class FixSettings(BaseModel):
@@ -97,7 +100,7 @@ class FixSettings(BaseModel):
             var = cls.ENV.get(str(err["loc"][0]), "(settings)") if err["loc"] else "(settings)"
             raise ValueError(f"invalid fix settings: {var}: {err['msg']}") from None
 
-    def repo_host(self, transport: Any = None) -> RepoHost:
+    def repo_host(self, transport: httpx.BaseTransport | None = None) -> RepoHost:
         """The adapter for `provider`. `transport` is an httpx transport (tests)."""
         if self.provider == "local":
             return LocalGitRepo(self.repo)

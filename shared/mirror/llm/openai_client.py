@@ -11,7 +11,7 @@ import asyncio
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -25,6 +25,10 @@ from mirror.llm.base import (
 )
 from mirror.llm.keys import KeySource
 from mirror.llm.settings import LLMSettings
+
+if TYPE_CHECKING:  # the SDK loads in __init__, not at import
+    from openai import APIStatusError, AsyncOpenAI
+    from openai.types.chat import ChatCompletion
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BACKOFF_S = 0.2
@@ -62,7 +66,7 @@ class OpenAIChatLLM:
         self._backoff_s = backoff_s
         # An httpx client belongs to the event loop it first ran on; a Lambda handler may run
         # asyncio.run() per event, so clients are kept per loop (and per key, for rotation).
-        self._client: Any = None
+        self._client: AsyncOpenAI | None = None
         self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._client_key: str | None = None
 
@@ -97,7 +101,7 @@ class OpenAIChatLLM:
             return min(max(retry_after_s, 0.0), MAX_BACKOFF_S)
         return min(self._backoff_s * 2.0**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
 
-    async def _attempt(self, system: str, user: str, remaining: float) -> Any:
+    async def _attempt(self, system: str, user: str, remaining: float) -> ChatCompletion:
         import openai
 
         client = await self._sdk_client()
@@ -118,7 +122,9 @@ class OpenAIChatLLM:
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         try:
-            return await client.chat.completions.create(**kwargs)
+            # Not streamed (no `stream` in kwargs): the SDK answers a ChatCompletion.
+            reply: ChatCompletion = await client.chat.completions.create(**kwargs)
+            return reply
         except openai.APITimeoutError:
             raise _Retry(LLMTimeout(f"{self.name}: attempt timed out")) from None
         except openai.APIConnectionError as e:
@@ -135,16 +141,22 @@ class OpenAIChatLLM:
                 raise LLMRefusal(f"{self.name}: the prompt was filtered") from None
             raise error from None
 
-    async def _sdk_client(self) -> Any:
+    async def _sdk_client(self) -> AsyncOpenAI:
         key = await self._keys.get()
         loop = asyncio.get_running_loop()
         # A weak reference, not id(loop): a new loop can reuse a dead loop's id.
-        if self._client_loop is None or self._client_loop() is not loop or self._client_key != key:
-            self._client = self._new_client(key)
+        client = self._client
+        if (
+            client is None
+            or self._client_loop is None
+            or self._client_loop() is not loop
+            or self._client_key != key
+        ):
+            client = self._client = self._new_client(key)
             self._client_loop, self._client_key = weakref.ref(loop), key
-        return self._client
+        return client
 
-    def _new_client(self, key: str) -> Any:
+    def _new_client(self, key: str) -> AsyncOpenAI:
         s = self.settings
         if s.provider == "azure":
             from openai import AsyncAzureOpenAI
@@ -165,7 +177,7 @@ class OpenAIChatLLM:
             api_key=key, base_url=s.base_url or OPENAI_BASE_URL, max_retries=0, timeout=s.timeout_s
         )
 
-    def _parse[M: BaseModel](self, reply: Any, schema: type[M]) -> M:
+    def _parse[M: BaseModel](self, reply: ChatCompletion, schema: type[M]) -> M:
         if not getattr(reply, "choices", None):
             raise LLMBadOutput(f"{self.name}: reply without choices")
         choice = reply.choices[0]
@@ -178,13 +190,13 @@ class OpenAIChatLLM:
         return parse_json_reply(choice.message.content, schema, self.name)
 
 
-def _error_code(e: Any) -> str:
+def _error_code(e: APIStatusError) -> str:
     """The provider's error code ("rate_limit_exceeded", "content_filter"...), never its message,
     which can quote the request."""
     return str(getattr(e, "code", None) or "error")
 
 
-def _retry_after(e: Any) -> float | None:
+def _retry_after(e: APIStatusError) -> float | None:
     """The server's wait, from retry-after-ms (OpenAI, Azure) or retry-after in seconds."""
     headers = e.response.headers
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):

@@ -201,12 +201,13 @@ def serve(
     # The real handlers, two "containers" each, their services on the in-memory store (their
     # own `service()` would build a DynamoDB client).
     handlers: dict[str, Any] = {"score_turn": [], "generate_correction": []}
+    swaps = contextlib.ExitStack()  # for the run's life: the containers' services swapped in
     for _ in range(2):
         score = load_handler_module("score_turn")
-        score._service = ScoreTurnService(store)
+        swaps.enter_context(score.deps.using(scorer=ScoreTurnService(store)))
         handlers["score_turn"].append(timed(score.lambda_handler))
         correction = load_handler_module("generate_correction")
-        correction._service = CorrectionService(store)
+        swaps.enter_context(correction.deps.using(corrections=CorrectionService(store)))
         handlers["generate_correction"].append(correction.lambda_handler)
     base = InProcessTransport(handlers, containers=2)
 

@@ -8,7 +8,7 @@ message naming the field, not on the first call.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from mirror.llm import llm_settings_from_env
 from mirror.models import MirrorConfig, ScoreTurnEvent
@@ -37,12 +37,23 @@ def config_from_env(environ: Mapping[str, str] = os.environ) -> MirrorConfig:
 
 
 def config_for_event(base: MirrorConfig, event: ScoreTurnEvent) -> MirrorConfig:
-    """The base config with the event's tenant, policies and irreversible tools, if it has them;
-    the same object for the same overlay (`MirrorConfig.event_overlays`): nothing is
-    re-validated per turn, and its judge is found by a fingerprint computed once."""
-    policies, tools = event.policies, event.irreversible_tools
+    """The base config with the event's tenant, policies and irreversible tools, if it has them
+    (`config_overlay`). ScoreTurn's, GateTool's and the Api's events all read this way."""
+    return config_overlay(base, event.tenant_id, event.policies, event.irreversible_tools)
+
+
+def config_overlay(
+    base: MirrorConfig,
+    tenant_id: str | None,
+    policies: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
+) -> MirrorConfig:
+    """The ONE config overlay: the base config with a tenant, policies and irreversible tools,
+    where given; the same object for the same overlay (`MirrorConfig.event_overlays`): nothing
+    is re-validated per turn, and its judge is found by a fingerprint computed once. Raises
+    pydantic's ValidationError (field `policies`) when a directive does not compile."""
     key = (
-        event.tenant_id,
+        tenant_id,
         None if policies is None else tuple(policies),
         None if tools is None else tuple(tools),
     )
@@ -52,12 +63,12 @@ def config_for_event(base: MirrorConfig, event: ScoreTurnEvent) -> MirrorConfig:
     config = memo.get(key)
     if config is None:
         update: dict[str, object] = {}
-        if event.tenant_id is not None:
-            update["tenant_id"] = event.tenant_id
+        if tenant_id is not None:
+            update["tenant_id"] = tenant_id
         if policies is not None:
-            update["policies"] = policies
+            update["policies"] = list(policies)
         if tools is not None:
-            update["irreversible_tools"] = tools
+            update["irreversible_tools"] = list(tools)
         # Re-validated so event policies are compiled and checked like configured ones; a
         # config that does not validate raises here every time (nothing is kept for it).
         config = MirrorConfig.model_validate({**base.model_dump(), **update})

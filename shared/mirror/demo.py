@@ -373,7 +373,7 @@ def replay(root: Path, messages: Sequence[Message], call_name: str, console: Con
             summarize(console, client)
         finally:
             for module in (app, gate, corrections):
-                module._service = None
+                module.deps.loop().close()  # its services go with the module
                 sys.modules.pop(module.__name__, None)
     return errors
 

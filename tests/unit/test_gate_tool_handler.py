@@ -3,7 +3,7 @@
 Each test imports functions/gate_tool/app.py afresh under a unique module name, with its
 environment already set, so the module-level Logger/Metrics/config see the test's settings and
 the lazily built `_service` (its DynamoDB client, its idempotency layer) belongs to this test's
-moto. Remote tiers are injected through the module's `_remote_tiers` hook.
+moto. Remote tiers are injected with `deps.using(remote_tiers=...)`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -89,14 +90,14 @@ def load_app(
     """Import the handler fresh: `load_app(tiers=[...], config=json)`; the tiers replace what
     `mirror.llm` would build, so tests never depend on that module's configuration."""
     loaded: list[ModuleType] = []
+    swaps = ExitStack()
 
     def load(tiers: list[Any] | None = None, config: str | None = None) -> ModuleType:
         if config is not None:
             monkeypatch.setenv("MIRROR_CONFIG", config)
         reset_logger(SERVICE_NAME)
         module = import_file(HANDLER_PATH, "gate_tool_app")
-        module._service = None
-        module._remote_tiers = lambda config: list(tiers or [])
+        swaps.enter_context(module.deps.using(remote_tiers=lambda config: list(tiers or [])))
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
@@ -104,10 +105,10 @@ def load_app(
         loaded.append(module)
         return module
 
-    yield load
+    with swaps:
+        yield load
     for module in loaded:
         module.metrics.clear_metrics()
-        module._service = None
         sys.modules.pop(module.__name__, None)
     reset_logger(SERVICE_NAME)
 
@@ -286,10 +287,10 @@ def test_failures_hold_the_irreversible_call_and_are_counted(
     app = load_app(tiers=setup.get("tiers"), config=FAST_CONFIG)
     if "table" in setup:
         monkeypatch.setenv("CALL_TABLE", setup["table"])  # read when the service is built
-    if "build" in setup:
-        app._remote_tiers = setup["build"]
+    swap = app.deps.using(remote_tiers=setup["build"]) if "build" in setup else nullcontext()
     event = load_event("gate_tool_allow.json")
-    response = invoke(app, event)
+    with swap:
+        response = invoke(app, event)
 
     cancel, lookup = response["decisions"]
     assert (cancel["decision"], cancel["failure"]) == ("hold", kind)
@@ -437,14 +438,14 @@ def test_logs_never_contain_caller_pii(app: ModuleType, capsys: pytest.CaptureFi
 
 
 def test_remote_tiers_come_from_mirror_llm(app: ModuleType) -> None:
-    # a second copy: the real _remote_tiers, not the fixture's stand-in
+    # a second copy: the real remote tiers, not the fixture's stand-in
     pristine = import_file(HANDLER_PATH, "gate_tool_app_wiring")
 
-    assert pristine._remote_tiers(MirrorConfig()) == []  # nothing configured: Tier 0 only
+    assert pristine.deps.remote_tiers()(MirrorConfig()) == []  # nothing configured: Tier 0 only
     config = MirrorConfig.model_validate(
         {"llm": {"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "NO_SUCH_KEY_ENV"}}
     )
-    tiers = pristine._remote_tiers(config)  # builds clients without I/O
+    tiers = pristine.deps.remote_tiers()(config)  # builds clients without I/O
     assert [t.tier for t in tiers] == ["tier2"]
 
 

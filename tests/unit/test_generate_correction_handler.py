@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -24,10 +25,11 @@ from typing import Any
 
 import pytest
 
-from mirror.correction import CONFIRM_SUFFIX, CorrectionResult, CorrectionService
+from mirror.correction import CONFIRM_SUFFIX, LLM_TIMEOUT_ENV, CorrectionResult, CorrectionService
 from mirror.local import import_file
 from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
+from mirror.usecases import Deps
 from tests.unit.conftest import REPO_ROOT, TEST_REGION
 from tests.unit.handler_helpers import CurrentStdout, emf_documents, error_fields, reset_logger
 from tests.unit.test_correction_service import GOOD_LINE, GOOD_NOTE, FakeLLM
@@ -91,7 +93,6 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
     reset_logger(SERVICE_NAME)
     module = import_file(HANDLER_PATH, "generate_correction_app")
     try:
-        module._service = None  # built on first use, inside this test's moto
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
@@ -100,9 +101,7 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
     finally:
         if hasattr(module, "metrics"):
             module.metrics.clear_metrics()
-        module._service = None
-        if module._loop is not None:
-            module._loop.close()
+        module.deps.loop().close()
         sys.modules.pop(module.__name__, None)
         reset_logger(SERVICE_NAME)
 
@@ -112,8 +111,21 @@ def store(call_state_table: str, dynamodb_client: Any) -> DynamoDBStateStore:
     return DynamoDBStateStore(call_state_table, client=dynamodb_client)
 
 
-def with_llm(app: ModuleType, store: DynamoDBStateStore, llm: FakeLLM) -> None:
-    app._service = CorrectionService(store, llm, llm_timeout_s=app.LLM_TIMEOUT_S)
+@pytest.fixture
+def swaps() -> Iterator[ExitStack]:
+    """Dependencies swapped in a test (`deps.using`) are back as they were after it."""
+    with ExitStack() as stack:
+        yield stack
+
+
+def with_llm(app: ModuleType, store: DynamoDBStateStore, llm: FakeLLM, swaps: ExitStack) -> None:
+    service = CorrectionService(store, llm, llm_timeout_s=app.deps.llm_timeout_s)
+    swaps.enter_context(app.deps.using(corrections=service))
+
+
+def built_llm(app: ModuleType, config: MirrorConfig | None = None) -> Any:
+    """The LLM client the handler's container builds for its corrections (from `config`)."""
+    return Deps(config or app.deps.base_config, logger=app.logger).corrections().llm
 
 
 def invoke(app: ModuleType, event: Any, context: FakeContext | None = None) -> dict[str, Any]:
@@ -167,10 +179,10 @@ def test_sample_event_speaks_the_template_and_stores_the_note_once(
 
 
 def test_an_llm_line_is_returned_when_one_is_configured(
-    app: ModuleType, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
+    app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     llm = FakeLLM()
-    with_llm(app, store, llm)
+    with_llm(app, store, llm, swaps)
     response = invoke(app, load_event("generate_correction.json"), FakeContext(remaining_ms=3_000))
 
     assert response["correction_text"] == GOOD_LINE
@@ -276,10 +288,10 @@ def test_bad_input_names_the_field_and_writes_nothing(
 
 
 def test_retried_turn_returns_the_same_correction_and_counts_a_replay(
-    app: ModuleType, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
+    app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     llm = FakeLLM()
-    with_llm(app, store, llm)
+    with_llm(app, store, llm, swaps)
     event = load_event("generate_correction.json")
     first = invoke(app, event)
     assert store.take_override(ctx_of(event), time.time()) == first["override_note"]
@@ -307,11 +319,14 @@ def test_turn_id_defaults_to_the_request_id(app: ModuleType) -> None:
 
 
 def test_rejections_and_llm_failures_are_counted(
-    app: ModuleType, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
+    app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     event = load_event("generate_correction.json")
     with_llm(
-        app, store, FakeLLM(correction="I want a medium.", override_note="Skip the read-back.")
+        app,
+        store,
+        FakeLLM(correction="I want a medium.", override_note="Skip the read-back."),
+        swaps,
     )
     response = invoke(app, event)
     docs = emf_documents(capsys.readouterr().out)
@@ -330,7 +345,7 @@ def test_rejections_and_llm_failures_are_counted(
 
     from mirror.llm.base import LLMTimeout
 
-    with_llm(app, store, FakeLLM(error=LLMTimeout("budget ran out")))
+    with_llm(app, store, FakeLLM(error=LLMTimeout("budget ran out")), swaps)
     response = invoke(app, {**event, "turn_id": "t-0004"})
     docs = emf_documents(capsys.readouterr().out)
     assert response["llm_failure"] == "timeout"
@@ -361,7 +376,7 @@ def test_an_unexpected_error_still_returns_the_template(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    service = app.service()
+    service = app.deps.corrections()
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
@@ -376,9 +391,9 @@ def test_an_unexpected_error_still_returns_the_template(
 
 
 def test_logs_never_contain_caller_pii(
-    app: ModuleType, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
+    app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with_llm(app, store, FakeLLM(correction=f"Sorry, I noted {PII_TEXT}."))
+    with_llm(app, store, FakeLLM(correction=f"Sorry, I noted {PII_TEXT}."), swaps)
     event = {
         **load_event("generate_correction.json"),
         "customer_text": PII_TEXT,
@@ -401,7 +416,7 @@ def test_logs_never_contain_caller_pii(
 
 
 def test_no_llm_configured_means_templates_only(app: ModuleType) -> None:
-    assert app.build_llm(app.BASE_CONFIG) is None
+    assert built_llm(app) is None
 
 
 def test_an_llm_from_the_environment_is_built(
@@ -409,7 +424,7 @@ def test_an_llm_from_the_environment_is_built(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")
     monkeypatch.setenv("MIRROR_LLM_MODEL", "gpt-4o-mini")
-    client = app.build_llm(app.BASE_CONFIG)
+    client = built_llm(app)
     assert client is not None and client.name == "openai:gpt-4o-mini"
 
 
@@ -420,7 +435,7 @@ def test_the_configs_llm_settings_win_over_the_environment(
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")
     config = MirrorConfig(llm=LLMSettings(provider="openai", model="judge-model-x"))
-    client = app.build_llm(config)
+    client = built_llm(app, config)
     assert client is not None and client.name == "openai:judge-model-x"
 
 
@@ -428,7 +443,7 @@ def test_a_bad_llm_setting_falls_back_to_templates(
     app: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MIRROR_LLM_PROVIDER", "nonsense")
-    assert app.build_llm(app.BASE_CONFIG) is None
+    assert built_llm(app) is None
     assert "LLM client could not be built" in capsys.readouterr().out
 
 
@@ -436,11 +451,15 @@ def test_a_bad_llm_setting_falls_back_to_templates(
 def test_a_bad_timeout_setting_fails_at_cold_start(
     app: ModuleType, monkeypatch: pytest.MonkeyPatch, raw: str
 ) -> None:
-    monkeypatch.setenv(app.TIMEOUT_ENV, raw)
-    with pytest.raises(ValueError, match=app.TIMEOUT_ENV):
-        app.llm_timeout_from_env()
-    monkeypatch.setenv(app.TIMEOUT_ENV, "1.25")
-    assert app.llm_timeout_from_env() == 1.25
+    monkeypatch.setenv(LLM_TIMEOUT_ENV, raw)
+    name = f"generate_correction_bad_{uuid.uuid4().hex}"
+    try:
+        with pytest.raises(ValueError, match=LLM_TIMEOUT_ENV):
+            import_file(HANDLER_PATH, name)  # the container's Deps reads it at import
+    finally:
+        sys.modules.pop(name, None)
+    monkeypatch.setenv(LLM_TIMEOUT_ENV, "1.25")
+    assert Deps(logger=app.logger).llm_timeout_s == 1.25
 
 
 def test_handler_module_imports_no_heavy_clients() -> None:

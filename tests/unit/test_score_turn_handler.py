@@ -2,7 +2,8 @@
 
 Each test imports functions/score_turn/app.py afresh under a unique module name, with its
 environment already set, so the module-level Logger/Metrics/config see the test's settings and
-the lazily built `_service` (and its DynamoDB client) belongs to this test's moto.
+the services its `deps` builds on first use (and their DynamoDB client) belong to this test's
+moto.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
     reset_logger(SERVICE_NAME)
     module = import_file(HANDLER_PATH, "score_turn_app")
     try:
-        module._service = None  # built on first use, inside this test's moto
         module.metrics.clear_metrics()  # drop leftovers of an earlier test
         # pytest swaps capsys's stream between setup and call; log to whichever is current
         for handler in logging.getLogger(SERVICE_NAME).handlers:
@@ -78,7 +78,6 @@ def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Module
     finally:
         if hasattr(module, "metrics"):
             module.metrics.clear_metrics()
-        module._service = None
         sys.modules.pop(module.__name__, None)
         reset_logger(SERVICE_NAME)
 

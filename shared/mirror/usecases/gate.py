@@ -1,0 +1,65 @@
+"""Gate planned tool calls: the one path behind GateTool and `POST /v1/tools:gate`.
+
+A planned tool call always gets a decision: anything that breaks while gating holds the
+irreversible calls (`mirror.gate.fail_safe`, `tool_gate_failure_mode`) with the failure's kind,
+so only an event whose own policies do not compile comes back as a `Failure`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from mirror.config import config_for_event
+from mirror.gate import GateOutcome, GateToolEvent, fail_safe
+from mirror.usecases.deps import Deps
+from mirror.usecases.failure import Failure
+
+SIZE_REFUSALS = ("too large", "too big", "exceeds", "exceeded", "item size")
+"""How the store's and DynamoDB's refusals of an item too big to record read: the input's
+problem (`invalid_event`), not an outage, whichever layer reported it."""
+
+
+def gate_tools(
+    deps: Deps, event: GateToolEvent, lambda_context: Any = None
+) -> GateOutcome | Failure:
+    """One decision per planned call; never raises. Synchronous (its remote tiers run their
+    own event loop): from async code, call it in a worker thread."""
+    try:
+        config = config_for_event(deps.base_config, event)  # type: ignore[arg-type] - same 3 fields
+    except ValidationError as e:  # the event's policies do not compile: bad input
+        return Failure.invalid(e)
+    try:
+        service = deps.gate()
+        with deps.gate_lock:  # GateService is not thread-safe with idempotency on
+            outcome = service.gate(event, config, lambda_context)
+    except Exception as e:  # noqa: BLE001 - a planned tool call always gets a decision
+        built = deps.built_gate()
+        lines = built.spoken_lines if built is not None else None
+        kind = "invalid_event" if _is_input_refusal(e) else "internal_error"
+        detail = f"{type(e).__name__}: {e}"
+        outcome = fail_safe(event, config, kind, detail, lines)
+    return _input_refusals(event, config, outcome, deps)
+
+
+def _is_input_refusal(e: BaseException) -> bool:
+    return isinstance(e, ValueError) and not isinstance(e, ValidationError)
+
+
+def _input_refusals(
+    event: GateToolEvent, config: Any, outcome: GateOutcome, deps: Deps
+) -> GateOutcome:
+    """A failure that is the store refusing an item too big to record is the input's problem:
+    `invalid_event` (the calls stay held), as ScoreTurn and the Api report the same turn."""
+    refused = [
+        f
+        for f in outcome.failures
+        if f.kind in ("store_unavailable", "internal_error")
+        and any(word in f.detail.lower() for word in SIZE_REFUSALS)
+    ]
+    if not refused:
+        return outcome
+    built = deps.built_gate()
+    lines = built.spoken_lines if built is not None else None
+    return fail_safe(event, config, "invalid_event", refused[0].detail, lines)

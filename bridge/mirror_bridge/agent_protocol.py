@@ -73,53 +73,73 @@ INBOUND_EVENTS: frozenset[str] = frozenset({"mirror.turn", "mirror.tool_gate"})
 _ADAPTER: TypeAdapter[MirrorTurn | MirrorToolGate] = TypeAdapter(MirrorMessage)
 
 
-class MirrorVerdict(BaseModel):
+class MirrorOutbound(BaseModel):
+    """A message the bridge sends to the agent: built here, sent as `to_wire()`."""
+
     model_config = _OUT
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class MirrorVerdict(MirrorOutbound):
     event: Literal["mirror.verdict"] = "mirror.verdict"
     turn_id: str
     verdict: Verdict
 
+    def to_wire(self) -> dict[str, Any]:
+        """The verdict as ScoreTurn answered it: the fields it sent (validated once)."""
+        return {
+            "event": self.event,
+            "turn_id": self.turn_id,
+            "verdict": self.verdict.model_dump(mode="json", exclude_unset=True),
+        }
 
-class MirrorToolDecision(BaseModel):
-    model_config = _OUT
+
+class MirrorToolDecision(MirrorOutbound):
     event: Literal["mirror.tool_decision"] = "mirror.tool_decision"
     request_id: str
     result: GateResult
 
+    def to_wire(self) -> dict[str, Any]:
+        """The result as GateTool answered it (or as the fail-safe built it): the fields it
+        has."""
+        return {
+            "event": self.event,
+            "request_id": self.request_id,
+            "result": self.result.model_dump(mode="json", exclude_unset=True),
+        }
 
-class MirrorOverride(BaseModel):
+
+class MirrorOverride(MirrorOutbound):
     """Say this next (one shot): the correction the caller already heard, and what to do now."""
 
-    model_config = _OUT
     event: Literal["mirror.override"] = "mirror.override"
     note: str
     turn_id: str | None = None
     intervention_id: str | None = None
 
 
-class MirrorCallerSilent(BaseModel):
+class MirrorCallerSilent(MirrorOutbound):
     """The caller has not been heard (no speech-level audio, key press or caller turn) for
     `silent_s` seconds since the last audio played to them ended; `notice` counts the notices
     of this silence (one every `CALLER_SILENCE_S`)."""
 
-    model_config = _OUT
     event: Literal["mirror.caller_silent"] = "mirror.caller_silent"
     silent_s: float
     notice: int = Field(ge=1)
 
 
-class MirrorCallEnding(BaseModel):
+class MirrorCallEnding(MirrorOutbound):
     """The bridge is ending the call (`reason` `max_duration`: `MAX_CALL_S` was reached); the
     agent's socket closes right after it."""
 
-    model_config = _OUT
     event: Literal["mirror.call_ending"] = "mirror.call_ending"
     reason: Literal["max_duration"]
     max_call_s: float
 
 
-class MirrorError(BaseModel):
-    model_config = _OUT
+class MirrorError(MirrorOutbound):
     event: Literal["mirror.error"] = "mirror.error"
     code: ErrorCode
     message: str
@@ -127,9 +147,6 @@ class MirrorError(BaseModel):
     """The `event` of the message this answers, when it had one."""
     ref_id: str | None = None
     """Its `turn_id` or `request_id`, when it had one."""
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 class MirrorProtocolError(ValueError):

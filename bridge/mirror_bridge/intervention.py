@@ -19,7 +19,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mirror.correction import CorrectionResult
+    from mirror.models import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +129,10 @@ class Intervention:
     call_tag: str
     seq: int
     turn_id: str
-    verdict: dict[str, Any]
+    verdict: Verdict
     id: str = field(init=False)
     timeline: list[tuple[str, float]] = field(default_factory=list)
-    correction: dict[str, Any] | None = None
+    correction: CorrectionResult | None = None
     outcome: str = "running"
 
     def __post_init__(self) -> None:

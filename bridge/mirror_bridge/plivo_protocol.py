@@ -101,6 +101,8 @@ class StartEvent:
     sequence_number: int | None
     raw: dict[str, Any] = field(repr=False, compare=False)
     event: str = "start"
+    bidirectional: bool = True
+    """False only when the start says so (then the bridge speaks through Plivo's REST API)."""
 
 
 @dataclass(slots=True)
@@ -282,6 +284,8 @@ def parse_event(raw: dict[str, Any]) -> PlivoEvent:
             extra_headers=parse_extra_headers(raw.get("extra_headers")),
             sequence_number=seq,
             raw=raw,
+            bidirectional=start.get("bidirectional", raw.get("bidirectional", True))
+            not in (False, "false", "False"),
         )
     if event == "media":
         media = _obj(raw, "media")
@@ -377,13 +381,13 @@ def play_audio(audio: bytes, content_type: str = MULAW, sample_rate: int = 8000)
     }
 
 
-def checkpoint(stream_id: str, name: str) -> dict[str, Any]:
+def checkpoint(stream_id: str | None, name: str) -> dict[str, Any]:
     if not name:
         raise ValueError("a checkpoint needs a name")
     return {"event": "checkpoint", "streamId": stream_id, "name": name}
 
 
-def clear_audio(stream_id: str) -> dict[str, Any]:
+def clear_audio(stream_id: str | None) -> dict[str, Any]:
     return {"event": "clearAudio", "streamId": stream_id}
 
 

@@ -26,9 +26,16 @@ INTERVENE: dict[str, Any] = {
     "reasons": [],
     "buffer_text": "Let me make sure I got that right.",
 }
-CORRECTION: dict[str, Any] = {
+CORRECTION: dict[str, Any] = {  # a whole CorrectionResult: the session validates answers
+    "call_id": CALL_ID,
+    "tenant_id": "acme",
+    "turn_id": "t1",
     "correction_text": "Sorry, that was the medium, not the large.",
     "override_note": "The caller retracted the large; confirm the medium.",
+    "source": "template",
+    "note_source": "template",
+    "reason_code": "wrong_variant",
+    "check": None,
     "note_stored": True,
 }
 

@@ -17,7 +17,20 @@ from tests.bridge.scripted_agent import AgentCall, ScriptedAgent
 from tests.bridge.test_relay import Bridge
 
 SLOW_S = 1.5
-GATE_ANSWER: dict[str, Any] = {"decision": "allow", "decisions": []}
+GATE_ANSWER: dict[str, Any] = {  # a whole GateResult: the session validates GateTool's answer
+    "call_id": "c",
+    "tenant_id": "acme",
+    "decision": "allow",
+    "decisions": [
+        {
+            "tool_call_id": "c1",
+            "name": "lookup_menu",
+            "decision": "allow",
+            "irreversible": False,
+            "decided_by": "not_gated",
+        }
+    ],
+}
 
 
 def _at(call: AgentCall, event: str, n: int = 1) -> float:

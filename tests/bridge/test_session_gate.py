@@ -25,12 +25,25 @@ def gate_request(*calls: dict[str, Any]) -> dict[str, Any]:
 
 
 def result(decision: str) -> dict[str, Any]:
+    """A whole GateResult (the session validates GateTool's answer)."""
+    line = None if decision == "allow" else "Let me check."
     return {
         "call_id": "c",
         "tenant_id": "acme",
         "decision": decision,
-        "spoken_line": None if decision == "allow" else "Let me check.",
-        "decisions": [],
+        "spoken_line": line,
+        "decisions": [
+            {
+                "tool_call_id": "c1",
+                "name": "place_order",
+                "decision": decision,
+                "irreversible": True,
+                "reasons": [],
+                "spoken_line": line,
+                "decided_by": "tier0",
+                "failure": None,
+            }
+        ],
     }
 
 
@@ -74,12 +87,27 @@ def test_gate_error_answer_holds_irreversible() -> None:
     assert decision["decision"] == "hold" and decision["failure"] == "store_unavailable"
 
 
-def test_gate_request_the_core_cannot_parse_still_holds() -> None:
-    bad = {"id": "c9", "name": "place_order", "args": "not-a-dict"}
-    error = FunctionError("gate_tool", "error_response", "invalid_event")
-    message, _, _ = run(_decide((0.0, error), bad))
+def test_gate_answer_that_does_not_validate_holds_irreversible() -> None:
+    message, _, session = run(_decide((0.0, {"decision": "allow"}), PLACE, LOOKUP))
+    decisions = {d["name"]: d for d in message["result"]["decisions"]}
     assert message["result"]["decision"] == "hold"
-    assert message["result"]["decisions"][0]["tool_call_id"] == "c9"
+    assert decisions["place_order"]["failure"] == "internal_error"
+    assert decisions["lookup_order"]["decision"] == "allow"
+    assert session.counts["gate_failures"] == 1
+
+
+def test_gate_request_that_does_not_validate_is_answered_and_never_gated() -> None:
+    async def scenario() -> None:
+        transport = FakeTransport({"gate_tool": [(0.0, result("allow"))]})
+        session, wire, _ = make_session(transport)
+        bad = {"id": "c9", "name": "place_order", "args": "not-a-dict"}
+        await session.on_mirror_message(gate_request(bad))
+        assert wire.agent[0]["event"] == "mirror.error"
+        assert wire.agent[0]["code"] == "invalid_message" and wire.agent[0]["ref_id"] == "r1"
+        assert transport.named("gate_tool") == []
+        await session.close("stop")
+
+    run(scenario())
 
 
 def test_unknown_mirror_message_gets_an_error_not_a_dropped_call() -> None:

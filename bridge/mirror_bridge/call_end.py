@@ -16,13 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from mirror.events import CALL_ENDED as CALL_ENDED_DETAIL_TYPE
+from mirror.events import SOURCE_BRIDGE, EventBridgePublisher, call_ended_detail
 from mirror.models import CallContext
 from mirror.state import StateStore
 
 logger = logging.getLogger(__name__)
 
-EVENT_SOURCE = "mirror.bridge"
-CALL_ENDED = "CallEnded"
+EVENT_SOURCE = SOURCE_BRIDGE
+CALL_ENDED = CALL_ENDED_DETAIL_TYPE
 DEFAULT_STATE_TTL_S = 7 * 24 * 3600
 
 
@@ -32,7 +34,9 @@ class EventSink(Protocol):
 
 
 class EventBridgeSink:
-    """`events.put_events` on a bus, source `mirror.bridge`; a failed entry raises."""
+    """`events.put_events` on a bus, source `mirror.bridge`, through the core's one publisher
+    (`mirror.events.EventBridgePublisher`: a `mirror.aws` client, short timeouts), in a small
+    pool off the loop; a failed entry raises (`EventPublishError`)."""
 
     def __init__(
         self,
@@ -42,33 +46,15 @@ class EventBridgeSink:
         executor: ThreadPoolExecutor | None = None,
         region_name: str | None = None,
     ) -> None:
-        self._client = client
-        self.bus_name = bus_name
-        self._region_name = region_name
-        self._pool = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="events")
-
-    def _put_sync(self, detail_type: str, detail: Mapping[str, Any]) -> None:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.session.Session().client("events", region_name=self._region_name)
-        response = self._client.put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail),
-                    "EventBusName": self.bus_name,
-                }
-            ]
+        self.publisher = EventBridgePublisher(
+            bus_name, EVENT_SOURCE, client=client, region_name=region_name
         )
-        if response.get("FailedEntryCount"):
-            entry = response["Entries"][0]
-            raise RuntimeError(f"put_events failed: {entry.get('ErrorCode')}")
+        self.bus_name = bus_name
+        self._pool = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="events")
 
     async def put_event(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._put_sync, detail_type, dict(detail))
+        await loop.run_in_executor(self._pool, self.publisher.publish, detail_type, dict(detail))
 
 
 @dataclass
@@ -147,13 +133,7 @@ class CallEnd:
 
     async def _finish(self, reason: str, counts: Mapping[str, int | float]) -> CallEndResult:
         ended_at = self.wall_clock()
-        detail = {
-            "tenant_id": self.ctx.tenant_id,
-            "call_id": self.ctx.call_id,
-            "ended_at": ended_at,
-            "reason": reason,
-            "counts": dict(counts),
-        }
+        detail = call_ended_detail(self.ctx.tenant_id, self.ctx.call_id, ended_at, reason, counts)
         state_written = False
         if self.state is not None:
             fields = {"ended_at": ended_at, "end_reason": reason}

@@ -25,7 +25,6 @@ Importing this module does no I/O.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mirror.events import (
+    CALL_ENDED,
+    SOURCE_API,
+    EventBridgePublisher,
+    EventPublishError,
+    call_ended_detail,
+)
 from mirror.models import CallContext, Message, Verdict
 from mirror.state import StateStore
 from mirror.state.base import MetaValue
@@ -41,8 +47,8 @@ ENDED_AT_FIELD = "ended_at"
 """The META field that marks a call ended (epoch seconds)."""
 EVENT_PENDING_FIELD = "ended_event_pending"
 """True from the first end until its CallEnded event was published."""
-EVENT_SOURCE = "mirror.api"
-CALL_ENDED_DETAIL_TYPE = "CallEnded"
+EVENT_SOURCE = SOURCE_API
+CALL_ENDED_DETAIL_TYPE = CALL_ENDED
 
 
 class CallEventError(Exception):
@@ -111,52 +117,29 @@ def on_call_ended(ctx: CallContext, meta: Mapping[str, MetaValue]) -> None:
 
 
 class EventBridgeCallEnded:
-    """`on_ended` that puts the CallEnded event on an EventBridge bus: detail
-    `{tenant_id, call_id, ended_at, reason, counts}` as the bridge sends it, source `mirror.api`,
-    `reason` the META's `end_reason` or "api". boto3 is imported on first use; the client has
-    short timeouts. A failed put raises CallEventError."""
+    """`on_ended` that puts the CallEnded event on an EventBridge bus: the detail the bridge
+    sends (`mirror.events.call_ended_detail`), source `mirror.api`, `reason` the META's
+    `end_reason` or "api", through the one publisher (`mirror.events.EventBridgePublisher`: a
+    `mirror.aws` client with short timeouts, built on first use). A failed put raises
+    CallEventError."""
 
     def __init__(self, bus_name: str, *, client: Any = None) -> None:
-        if not bus_name:
-            raise ValueError("bus_name is required")
+        self.publisher = EventBridgePublisher(bus_name, EVENT_SOURCE, client=client)
         self.bus_name = bus_name
-        self._client = client
-
-    def _events(self) -> Any:
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=1.0,
-                read_timeout=2.0,
-                retries={"mode": "standard", "total_max_attempts": 3},
-            )
-            self._client = boto3.session.Session().client("events", config=config)
-        return self._client
 
     def __call__(self, ctx: CallContext, meta: Mapping[str, MetaValue]) -> None:
         reason = meta.get("end_reason")
-        detail = {
-            "tenant_id": ctx.tenant_id,
-            "call_id": ctx.call_id,
-            "ended_at": meta.get(ENDED_AT_FIELD),
-            "reason": reason if isinstance(reason, str) and reason else "api",
-            "counts": {},
-        }
-        entry = {
-            "Source": EVENT_SOURCE,
-            "DetailType": CALL_ENDED_DETAIL_TYPE,
-            "Detail": json.dumps(detail),
-            "EventBusName": self.bus_name,
-        }
+        ended_at = meta.get(ENDED_AT_FIELD)
+        detail = call_ended_detail(
+            ctx.tenant_id,
+            ctx.call_id,
+            ended_at if isinstance(ended_at, int | float) else None,
+            reason if isinstance(reason, str) and reason else "api",
+        )
         try:
-            response = self._events().put_events(Entries=[entry])
-        except Exception as e:  # noqa: BLE001 - botocore errors of every kind
-            raise CallEventError(f"CallEnded not published ({type(e).__name__})") from None
-        if response.get("FailedEntryCount"):
-            code = (response.get("Entries") or [{}])[0].get("ErrorCode")
-            raise CallEventError(f"CallEnded not published ({code})")
+            self.publisher.publish(CALL_ENDED_DETAIL_TYPE, detail)
+        except EventPublishError as e:
+            raise CallEventError(str(e)) from None
 
 
 def _number(value: MetaValue) -> float | None:

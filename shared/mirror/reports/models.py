@@ -6,68 +6,24 @@ works on these objects and never mutates them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from mirror.models import Identifier, Message, TenantId
-
-CALL_ENDED = "CallEnded"
-EVENT_SOURCES = ("mirror.bridge", "mirror.api")
-"""Who may send CallEnded: the bridge (Plivo calls) and the Api (`POST /v1/calls/{id}/end`)."""
+from mirror.events import (  # noqa: F401 - the CallEnded model lives in mirror.events
+    CALL_ENDED,
+    EVENT_SOURCES,
+    AgentId,
+    CallEndedDetail,
+    CallEndedEnvelope,
+    parse_call_ended,
+)
+from mirror.models import Message
 
 Severity = Literal["high", "medium", "low"]
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
-AgentId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-"""Agent ids prefix counter keys and execution names, so the same alphabet as tenant ids."""
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-class CallEndedDetail(BaseModel):
-    """The `detail` of a CallEnded event, also accepted on its own (a direct invoke)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    tenant_id: TenantId
-    call_id: Identifier
-    ended_at: float = Field(ge=0)
-    reason: Annotated[str, Field(max_length=128)] = ""
-    counts: dict[str, float] = Field(default_factory=dict)
-    agent_id: AgentId | None = None
-    """Optional: the agent that handled the call (default: the call's `agent_id` META field,
-    else the tenant id)."""
-
-
-class CallEndedEnvelope(BaseModel):
-    """The EventBridge envelope around a CallEnded detail (what the rule delivers)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    source: str
-    detail_type: str = Field(alias="detail-type")
-    detail: CallEndedDetail
-
-    @field_validator("detail_type")
-    @classmethod
-    def _call_ended(cls, value: str) -> str:
-        if value != CALL_ENDED:
-            raise ValueError(f"detail-type must be {CALL_ENDED!r}")
-        return value
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        if value not in EVENT_SOURCES:
-            raise ValueError(f"source must be one of {', '.join(EVENT_SOURCES)}")
-        return value
-
-
-def parse_call_ended(event: Any) -> CallEndedDetail:
-    """An EventBridge envelope (it has `detail`) or a bare detail; raises ValidationError."""
-    if isinstance(event, dict) and "detail" in event:
-        return CallEndedEnvelope.model_validate(event).detail
-    return CallEndedDetail.model_validate(event)
 
 
 class Evidence(BaseModel):

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mirror import aws
 from mirror.models import MAX_POLICIES, Identifier, TenantId
 
 log = logging.getLogger("mirror_bridge.tenants")
@@ -103,10 +104,8 @@ class DynamoDBTenants:
         self._cache: dict[str, tuple[float, TenantConfig | None]] = {}
 
     def _get_client(self) -> Any:
-        if self._client is None:
-            import boto3  # lazily: importing boto3 costs ~0.3 s
-
-            self._client = boto3.client("dynamodb")
+        if self._client is None:  # lazily: importing boto3 costs ~0.3 s
+            self._client = aws.client("dynamodb")
         return self._client
 
     def _read(self, number: str) -> TenantConfig | None:

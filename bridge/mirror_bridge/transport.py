@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from mirror import aws
 from mirror.local import import_file
 
 logger = logging.getLogger(__name__)
@@ -230,21 +231,17 @@ class LambdaTransport:
         return cls(names, **kwargs)
 
     def client(self) -> Any:
-        """Built on first use, in a worker thread (boto3 imports and reads its models)."""
+        """Built on first use, in a worker thread (boto3 imports and reads its models), by the
+        one AWS client factory: one attempt (no SDK retries), a connection per worker."""
         with self._client_lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
-
-                self._client = boto3.session.Session().client(
+                self._client = aws.client(
                     "lambda",
+                    connect_timeout_s=self._connect_timeout_s,
+                    read_timeout_s=self._read_timeout_s,
+                    attempts=1,
                     region_name=self._region_name,
-                    config=Config(
-                        connect_timeout=self._connect_timeout_s,
-                        read_timeout=self._read_timeout_s,
-                        retries={"max_attempts": 1, "mode": "standard"},
-                        max_pool_connections=self.max_workers,
-                    ),
+                    max_pool_connections=self.max_workers,
                 )
             return self._client
 

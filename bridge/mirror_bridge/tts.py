@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mirror import aws
 from mirror_bridge.audio import SAMPLE_RATE, lin2ulaw, resample_pcm
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,8 @@ class PollyTTS:
         self._pool = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="polly")
 
     def _client_now(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.session.Session().client("polly", region_name=self._region_name)
+        if self._client is None:  # the one AWS client factory's timeouts and standard retries
+            self._client = aws.client("polly", region_name=self._region_name)
         return self._client
 
     def _synthesize_sync(self, text: str, voice: str) -> bytes:

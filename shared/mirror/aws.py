@@ -23,9 +23,12 @@ def client(
     attempts: int = 3,
     region_name: str | None = None,
     endpoint_url: str | None = None,
+    max_pool_connections: int | None = None,
 ) -> Any:
     """A boto3 client of `service` with these timeouts and retries. `endpoint_url` None means
-    boto3's own resolution (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`)."""
+    boto3's own resolution (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`);
+    `max_pool_connections` None means botocore's (10): a client used from more threads at
+    once needs as many."""
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
     global _SESSION
@@ -40,6 +43,7 @@ def client(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
             retries={"mode": "standard", "total_max_attempts": attempts},
+            **({"max_pool_connections": max_pool_connections} if max_pool_connections else {}),
         )
         return _SESSION.client(
             service, region_name=region_name, endpoint_url=endpoint_url, config=config

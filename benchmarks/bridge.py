@@ -97,7 +97,8 @@ BRIDGE_DIR = REPO / "bridge"
 sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]  # mirror_bridge, and the tests' Plivo peer
 # The frames the load writes and its between-frames check are the bridge's own (tested against
 # websockets' parser in tests/bridge/test_push.py), not a second copy.
-from mirror_bridge.framing import between_frames, frame  # noqa: E402
+from mirror_bridge.compat import between_frames  # noqa: E402
+from mirror_bridge.framing import frame  # noqa: E402
 
 AUTH_TOKEN = "bench-auth-token"
 NUMBER = "14155550100"
@@ -794,7 +795,7 @@ def stop_bridge(port: int, process: subprocess.Popen) -> None:
 
 
 async def load(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    from mirror_bridge.relay import reserve_fd_table
+    from mirror_bridge.tuning import reserve_fd_table
 
     # as the bridge does at start-up: the table growing past 255 descriptors mid-ramp would
     # stall the load's loop (~10 ms), and its late frames count against the bridge

@@ -9,6 +9,10 @@ queue, no task or future per message; a handler that has to wait pauses reading)
 messages go straight to the transport while it takes them (`write_now`; no lock, no context
 manager per send). `send` still waits for room (back-pressure: the transport's high-water mark)
 and raises `ConnectionClosed` once the connection is gone.
+
+What it uses of `ClientConnection` beyond its public API (its hooks, its write state) is named in
+`compat`; when any of it is missing, `connect_agent` dials a plain `ClientConnection` and the
+relay reads it with `async for` (`compat.MISSING`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import Any, NoReturn
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.frames import Frame, Opcode
-from websockets.protocol import OPEN
 
+from mirror_bridge import compat
 from mirror_bridge.framing import FrameHandler, FrameReceiver, masked_text_frame
 
 MAX_MESSAGE_BYTES = 2**20
@@ -36,9 +40,8 @@ class AgentConnection(ClientConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         protocol = self.protocol
-        limits = [n for n in (protocol.max_message_size, protocol.max_fragment_size) if n]
         self.receiver = FrameReceiver(
-            self, protocol, masked=False, max_size=min(limits) if limits else None
+            self, protocol, masked=False, max_size=compat.message_limit(protocol)
         )
 
     # --- what the relay uses -------------------------------------------------------------------
@@ -49,11 +52,9 @@ class AgentConnection(ClientConnection):
     def stop_delivery(self) -> None:
         self.receiver.stop()
 
-    def write_now(self, text: str) -> bool:
-        if self.paused or self.protocol.state is not OPEN or self.transport.is_closing():
-            return False
-        self.transport.write(masked_text_frame(text))
-        return True
+    write_now = compat.client_write_now(masked_text_frame)
+    """Write one text message at once; False (nothing written) when the socket cannot take it
+    now: then `send`, which waits for room, is the way (`framing.PushSocket.write_now`)."""
 
     async def recv(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("AgentConnection delivers messages by push: use start_delivery")
@@ -61,7 +62,7 @@ class AgentConnection(ClientConnection):
     def __aiter__(self) -> NoReturn:  # type: ignore[override]
         raise TypeError("AgentConnection delivers messages by push: use start_delivery")
 
-    # --- asyncio.Protocol and websockets hooks -------------------------------------------------
+    # --- asyncio.Protocol and websockets hooks (compat.CLIENT_HOOKS) ---------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.response is None:  # the opening handshake: websockets' own path
@@ -73,10 +74,7 @@ class AgentConnection(ClientConnection):
         super().data_received(data)
 
     def fail_invalid_data(self, reason: str) -> None:
-        self.protocol.fail(1007, reason)
-        self.send_data()
-        if self.close_deadline is None and self.close_timeout is not None:
-            self.close_deadline = self.loop.time() + self.close_timeout
+        compat.client_fail_invalid_data(self, reason)
 
     def process_event(self, event: Any) -> None:
         if self.response is not None and isinstance(event, Frame) and event.opcode in _DATA:
@@ -91,15 +89,16 @@ class AgentConnection(ClientConnection):
 
 async def connect_agent(
     url: str, headers: dict[str, str], *, open_timeout: float, max_size: int = MAX_MESSAGE_BYTES
-) -> AgentConnection:
-    """Open the agent's WebSocket (no compression: 20 ms frames gain little and pay latency)."""
+) -> ClientConnection:
+    """Open the agent's WebSocket (no compression: 20 ms frames gain little and pay latency):
+    an `AgentConnection`, or websockets' own `ClientConnection` when the internals it needs are
+    missing (`compat.MISSING`: the relay then reads it with `async for`)."""
     conn = await ws_connect(
         url,
         additional_headers=headers or None,
         open_timeout=open_timeout,
         max_size=max_size,
         compression=None,
-        create_connection=AgentConnection,
+        create_connection=AgentConnection if compat.push_path_available() else ClientConnection,
     )
-    assert isinstance(conn, AgentConnection)
     return conn

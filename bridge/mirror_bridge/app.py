@@ -12,8 +12,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -23,15 +23,9 @@ from plivo import plivoxml
 
 from mirror.models import CallContext as MirrorCallContext
 from mirror.state import StateStore
+from mirror_bridge.contract import NUMBER_HEADER, AgentConnector, SessionFactory, pass_through
 from mirror_bridge.plivo_protocol import MULAW
-from mirror_bridge.relay import (
-    NUMBER_HEADER,
-    AgentConnector,
-    CallRelay,
-    SessionFactory,
-    pass_through,
-    reserve_fd_table,
-)
+from mirror_bridge.relay import CallRelay
 from mirror_bridge.settings import Settings
 from mirror_bridge.signature import (
     SignatureCheck,
@@ -40,6 +34,7 @@ from mirror_bridge.signature import (
     form_params,
 )
 from mirror_bridge.tenants import DynamoDBTenants, StaticTenants, TenantDirectory, normalize_number
+from mirror_bridge.tuning import freeze_startup_heap, reserve_fd_table
 
 log = logging.getLogger("mirror_bridge.app")
 
@@ -94,6 +89,30 @@ def _first(params: dict[str, str | list[str]], key: str) -> str:
     return value[0] if isinstance(value, list) else value
 
 
+def tuned(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's start-up: the process is tuned once, here, before the first call (`tuning`).
+    The descriptor table is reserved before `lifespan`'s start-up opens anything; the heap is
+    frozen after it (its warmed handlers and rendered lines are start-up state too), with the
+    GIL's switch interval."""
+
+    @asynccontextmanager
+    async def start_up(app: FastAPI) -> AsyncIterator[None]:
+        reserved = reserve_fd_table()
+        if lifespan is None:
+            frozen = freeze_startup_heap()
+            log.info("start-up: %d descriptors reserved, heap frozen: %s", reserved, frozen)
+            yield
+            return
+        async with lifespan(app):
+            frozen = freeze_startup_heap()
+            log.info("start-up: %d descriptors reserved, heap frozen: %s", reserved, frozen)
+            yield
+
+    return start_up
+
+
 def create_app(
     settings: Settings,
     *,
@@ -106,9 +125,8 @@ def create_app(
 ) -> FastAPI:
     """The bridge app. Without `tenants`, the call table (or nothing) is the directory; without
     `session_factory`, calls are passed through unsupervised (`mirror_bridge.wiring.build_app`
-    builds the supervised one). `lifespan` runs around the server (start-up work, shutdown).
-    The process's descriptor table is reserved here, before any call (`reserve_fd_table`)."""
-    reserve_fd_table()
+    builds the supervised one). `lifespan` runs around the server (start-up work, shutdown),
+    inside the app's own start-up (`tuned`), which tunes the process once, before any call."""
     if tenants is None:
         tenants = (
             DynamoDBTenants(settings.call_table, ttl_s=settings.tenant_cache_ttl_s)
@@ -117,8 +135,9 @@ def create_app(
         )
     factory = session_factory or pass_through
     app = FastAPI(
-        title="Mirror bridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
-    )
+        title="Mirror bridge", docs_url=None, redoc_url=None, openapi_url=None,
+        lifespan=tuned(lifespan),
+    )  # fmt: skip
     app.state.settings = settings
     app.state.store = store
     app.state.session_factory = factory

@@ -24,6 +24,10 @@ close), fragmented messages and every error go through it as before.
   close handshake still completes). `on_end` runs once when the connection is gone, after every
   message received before that was delivered.
 
+What it reads of websockets' sans-I/O protocol beyond its public API (the parser's state, the
+open fragmented message) is named in `compat`, with the fallback when it is missing. The relay
+resolves a socket's push path once per connection (`push_path`, the `PushSocket` protocol).
+
 `frame(payload, opcode, masked)` serialises one unfragmented frame, as websockets does (masking
 keys cut from `os.urandom` in blocks); `text_frame` (to Plivo) and `masked_text_frame` (to the
 agent) are it for text.
@@ -37,16 +41,13 @@ import os
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from websockets.protocol import OPEN
 from websockets.protocol import Protocol as SansIOProtocol
-from websockets.streams import StreamReader
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - the pure-Python fallback websockets ships
-    from websockets.utils import apply_mask
+from mirror_bridge.compat import apply_mask, protocol_at_eof
+from mirror_bridge.compat import between_frames as between_frames  # as it was imported here
 
 Message = str | bytes
 FrameHandler = Callable[[Message], "asyncio.Future[Any] | None"]
@@ -58,14 +59,14 @@ _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
 _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
-_AT_EOF = StreamReader.at_eof.__code__
 _VALID_OPCODES = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))
 
 log = logging.getLogger("mirror_bridge.framing")
 
 
+@runtime_checkable
 class PushSocket(Protocol):
-    """What the relay uses on a socket that delivers by push."""
+    """What the relay uses on a socket that delivers by push (`push_path`)."""
 
     def start_delivery(self, handler: FrameHandler, on_end: Callable[[], None]) -> None: ...
 
@@ -135,16 +136,12 @@ def masked_text_frame(text: str) -> bytes:
     return frame(text.encode(), masked=True)
 
 
-def between_frames(protocol: SansIOProtocol) -> bool:
-    """The protocol is open and its parser waits for the first byte of a frame (websockets'
-    `parse` suspended in `StreamReader.at_eof` with nothing buffered). If websockets changes
-    how it parses, this says False and every frame goes through the protocol: slower, correct."""
-    if protocol.state is not OPEN or protocol.reader.buffer:
-        return False
-    gen: Any = protocol.parser
-    while (inner := getattr(gen, "gi_yieldfrom", None)) is not None:
-        gen = inner
-    return getattr(gen, "gi_code", None) is _AT_EOF
+def push_path(conn: object) -> PushSocket | None:
+    """The connection's push path, resolved once per connection: the connection itself when it
+    delivers by push (a `PushSocket`: `agent_socket.AgentConnection`, Plivo's
+    `plivo_socket.PlivoWebSocketProtocol`), else None: then the relay reads it the public way
+    (`async for`, ASGI `receive`) and sends with its awaited send. Never per frame."""
+    return conn if isinstance(conn, PushSocket) else None
 
 
 class FrameReceiver:
@@ -206,7 +203,7 @@ class FrameReceiver:
                     and (self.max_size is None or length <= self.max_size)
                     and bool(masked) == self.masked
                     and protocol.state is OPEN
-                    and protocol.current_size is None
+                    and protocol.current_size is None  # compat.SansIOState: no fragments open
                 ):
                     payload = data[start:]
                     if masked:
@@ -345,7 +342,7 @@ class FrameReceiver:
             transport.resume_reading()
 
     def _to_protocol(self, data: bytes) -> None:
-        if not self._eof and not self.protocol.reader.eof:  # after the end it takes nothing
+        if not self._eof and not protocol_at_eof(self.protocol):  # after the end: nothing
             self.owner.slow_data_received(data)
 
     def _to_protocol_for_good(self) -> None:
@@ -440,5 +437,5 @@ class FrameReceiver:
         self.slow_only = True
         self.fast = False
         self._failed = True
-        if not self._eof and not self.protocol.reader.eof:
+        if not self._eof and not protocol_at_eof(self.protocol):
             self.owner.fail_invalid_data(f"{e.reason} at position {e.start}")

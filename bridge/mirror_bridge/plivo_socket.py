@@ -9,26 +9,31 @@ goes to its handler from `data_received` (`framing.FrameReceiver`) instead of th
 queue, a task wake-up and starlette's `receive` per message, and `write_now` writes a text
 message straight to the transport while it takes it (else the relay awaits the ASGI send, which
 waits for room). Until then, and for any other route, it is uvicorn's protocol unchanged.
+
+What it uses of uvicorn's protocol (its hooks and state) is named in `compat`; when any of it is
+missing, no extension is offered and the relay reads through ASGI (`compat.MISSING`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 from websockets.http11 import Request
-from websockets.protocol import OPEN
 
-from mirror_bridge.framing import FrameHandler, FrameReceiver, text_frame
+from mirror_bridge import compat
+from mirror_bridge.framing import FrameHandler, FrameReceiver, PushSocket, push_path, text_frame
 
 EXTENSION = "mirror.push"
 WS_PROTOCOL = "mirror_bridge.plivo_socket:PlivoWebSocketProtocol"
 """uvicorn's `ws` setting for the bridge (an import string, as its CLI takes it)."""
 
+log = logging.getLogger("mirror_bridge.plivo_socket")
 
-class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
+
+class PlivoWebSocketProtocol(compat.UvicornSansIOProtocol):
     """See the module docstring."""
 
     receiver: FrameReceiver | None = None
@@ -36,21 +41,14 @@ class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
     # --- what the relay uses -------------------------------------------------------------------
 
     def start_delivery(self, handler: FrameHandler, on_end: Callable[[], None]) -> None:
-        receiver = FrameReceiver(self, self.conn, masked=True, max_size=self.config.ws_max_size)
+        receiver = FrameReceiver(
+            self, self.conn, masked=True, max_size=compat.uvicorn_max_size(self)
+        )
         self.receiver = receiver
-        ended = False
-        while not self.queue.empty():  # what uvicorn queued before: in order, then the end
-            message = self.queue.get_nowait()
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                receiver.received(text if text is not None else message.get("bytes") or b"")
-            elif message["type"] == "websocket.disconnect":
-                ended = True
-        if self.read_paused:  # uvicorn pauses after each queued message
-            self.read_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
-        if ended or self.disconnected:
+        queued, ended = compat.take_uvicorn_queue(self)  # what uvicorn queued: in order
+        for message in queued:
+            receiver.received(message)
+        if ended:
             receiver.eof()
         receiver.start(handler, on_end)
 
@@ -58,26 +56,22 @@ class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.receiver is not None:
             self.receiver.stop()
 
-    def write_now(self, text: str) -> bool:
-        if (
-            self.close_sent
-            or self.disconnected
-            or not self.handshake_complete
-            or not self.writable.is_set()
-            or self.conn.state is not OPEN
-            or self.transport.is_closing()
-        ):
-            return False
-        self.transport.write(text_frame(text))
-        return True
+    write_now = compat.uvicorn_write_now(text_frame)
+    """Write one text message at once; False (nothing written) when the socket cannot take it
+    now: then the ASGI send is the way (`framing.PushSocket.write_now`)."""
 
-    # --- uvicorn's hooks -----------------------------------------------------------------------
+    # --- uvicorn's hooks (compat.UVICORN_HOOKS) ------------------------------------------------
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"][EXTENSION] = self
+        scope = compat.uvicorn_scope(self)
+        if scope is None or compat.MISSING:
+            return
+        missing = compat.uvicorn_state_missing(self)
+        if missing:  # the public path: the relay reads through ASGI
+            log.warning("no push path on this connection: uvicorn has no %s", missing)
+            return
+        scope["extensions"][EXTENSION] = self
 
     def data_received(self, data: bytes) -> None:
         receiver = self.receiver
@@ -90,25 +84,24 @@ class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
         super().data_received(data)
 
     def fail_invalid_data(self, reason: str) -> None:
-        self.conn.send_close(1007, reason)
-        self.handle_parser_exception()
+        compat.uvicorn_fail_invalid_data(self, reason)
 
     def send_receive_event_to_app(self) -> None:
         receiver = self.receiver
         if receiver is None:
             super().send_receive_event_to_app()
             return
-        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
-        self.frames = []
-        if self.close_sent:
+        message = compat.uvicorn_message(self)
+        if message is None:
             return
-        if self.curr_msg_data_type == "text":
+        data, is_text = message
+        if is_text:
             try:
                 receiver.received(data.decode())
             except UnicodeDecodeError as e:
                 receiver.invalid_utf8(e)
         else:
-            receiver.received(bytes(data))
+            receiver.received(data)
 
     def handle_close(self, event: Frame) -> None:
         super().handle_close(event)
@@ -121,10 +114,11 @@ class PlivoWebSocketProtocol(WebSocketsSansIOProtocol):
             self.receiver.eof()
 
 
-def push_socket(websocket: Any) -> PlivoWebSocketProtocol | None:
-    """The push path of an ASGI WebSocket (e.g. starlette's), when the server offers it."""
+def push_socket(websocket: Any) -> PushSocket | None:
+    """The push path of an ASGI WebSocket (e.g. starlette's), when the server offers it;
+    resolved once per connection."""
     scope = getattr(websocket, "scope", None)
     if not isinstance(scope, dict):
         return None
     extensions = scope.get("extensions") or {}
-    return extensions.get(EXTENSION)
+    return push_path(extensions.get(EXTENSION))

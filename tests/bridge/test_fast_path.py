@@ -22,8 +22,8 @@ import pytest
 from starlette.websockets import WebSocketState
 
 from mirror_bridge import plivo_protocol as pp
-from mirror_bridge import relay as relay_module
 from mirror_bridge import transport as transport_module
+from mirror_bridge import tuning as tuning_module
 from mirror_bridge.outbound import _Writer
 from mirror_bridge.relay import CallRelay
 from mirror_bridge.session import SessionIO
@@ -681,12 +681,12 @@ def test_in_process_handlers_run_with_the_longer_switch_interval_and_json_round_
 
 def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     frozen: list[bool] = []
-    monkeypatch.setattr(relay_module, "_heap_frozen", False)
+    monkeypatch.setattr(tuning_module, "_heap_frozen", False)
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
     interval = sys.getswitchinterval()
     try:
-        assert relay_module.freeze_startup_heap() is True
-        assert relay_module.freeze_startup_heap() is False
+        assert tuning_module.freeze_startup_heap() is True
+        assert tuning_module.freeze_startup_heap() is False
         assert frozen == [True]
         assert sys.getswitchinterval() == pytest.approx(transport_module.GIL_SWITCH_INTERVAL_S)
     finally:
@@ -697,7 +697,7 @@ def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.Monkey
 
 RESERVE_PROBE = """
 import json, os, resource, sys, threading
-from mirror_bridge.relay import reserve_fd_table
+from mirror_bridge.tuning import reserve_fd_table
 
 def fd_size():
     with open("/proc/self/status") as f:

@@ -18,8 +18,10 @@ from pydantic import ValidationError
 from mirror.gate import GateToolEvent
 from mirror.observability import function_metrics, traced
 from mirror.redact import redact_event
-from mirror.usecases import Deps, Failure, gate_tools
+from mirror.usecases.deps import Deps
 from mirror.usecases.emit import emit_failure, emit_gate
+from mirror.usecases.failure import Failure
+from mirror.usecases.gate import gate_tools
 
 logger = Logger()
 metrics = function_metrics()

@@ -15,11 +15,13 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from pydantic import ValidationError
 
-from mirror.correction import CorrectionEvent
+from mirror.correction import CorrectionEvent, llm_timeout_from_env
 from mirror.observability import function_metrics, traced
 from mirror.redact import redact_event
-from mirror.usecases import Deps, Failure, generate_correction
+from mirror.usecases.corrections import generate_correction
+from mirror.usecases.deps import Deps
 from mirror.usecases.emit import emit_correction, emit_failure
+from mirror.usecases.failure import Failure
 
 logger = Logger()
 metrics = function_metrics()
@@ -29,7 +31,11 @@ tracer = Tracer(auto_patch=False)
 RESERVE_S = 0.75
 """Kept back from the invocation's remaining time for the store writes and the response."""
 
-deps = Deps(logger=logger, on_first_client=lambda: tracer.patch(["botocore"]))
+deps = Deps(
+    logger=logger,
+    on_first_client=lambda: tracer.patch(["botocore"]),
+    llm_timeout_s=llm_timeout_from_env(),  # a bad CORRECTION_LLM_TIMEOUT_S fails cold start
+)
 """This container's services and its one event loop, built on first use; swap them with
 `deps.using(...)`."""
 

@@ -17,8 +17,10 @@ from pydantic import ValidationError
 from mirror.models import ScoreTurnEvent
 from mirror.observability import function_metrics, traced
 from mirror.redact import redact_event
-from mirror.usecases import Deps, Failure, score_turn
+from mirror.usecases.deps import Deps
 from mirror.usecases.emit import emit_failure, emit_verdict
+from mirror.usecases.failure import Failure
+from mirror.usecases.score import score_turn
 
 logger = Logger()
 metrics = function_metrics()

@@ -30,7 +30,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -167,6 +167,9 @@ class PostCallReportService:
     starter: FixWorkflowStarter | None = None
     llm: LLMClient | None = None
     clock: Callable[[], float] = time.time
+    run: Callable[[Coroutine[Any, Any, CallReport]], CallReport] = asyncio.run
+    """Runs the auditor's coroutine: the handler's container loop (`mirror.usecases.Deps.run`)
+    in the function; a fresh loop by default."""
 
     def handle(self, detail: CallEndedDetail) -> ReportOutcome:
         """Raises ReportStoreError / StateStoreError when a store fails (retry the event)."""
@@ -194,7 +197,7 @@ class PostCallReportService:
             threshold=self.settings.intervention_threshold,
         )
         if self.llm is not None:
-            report = asyncio.run(audit(call, report, self.llm, self.settings.llm_timeout_s))
+            report = self.run(audit(call, report, self.llm, self.settings.llm_timeout_s))
         report = self._with_transcript(report, call.history)
         written = self.reports.put_report(
             report,

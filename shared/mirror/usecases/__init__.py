@@ -17,11 +17,38 @@ carry Powertools), as `mirror.usecases.emit`.
 
 from __future__ import annotations
 
-from mirror.usecases.corrections import CorrectionOutcome, generate_correction
-from mirror.usecases.deps import Deps, FixesNotConfigured
-from mirror.usecases.failure import HTTP_STATUS, Failure
-from mirror.usecases.gate import gate_tools
-from mirror.usecases.score import ascore_turn, score_turn
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mirror.usecases.calls import end_call, read_call, take_override
+    from mirror.usecases.corrections import CorrectionOutcome, generate_correction
+    from mirror.usecases.deps import Deps, FixesNotConfigured
+    from mirror.usecases.failure import HTTP_STATUS, Failure
+    from mirror.usecases.fixes import decide_fix
+    from mirror.usecases.gate import gate_tools
+    from mirror.usecases.reports import Retryable, report_call
+    from mirror.usecases.score import ascore_turn, score_turn
+
+_WHERE = {
+    "HTTP_STATUS": "failure",
+    "CorrectionOutcome": "corrections",
+    "Deps": "deps",
+    "Failure": "failure",
+    "FixesNotConfigured": "deps",
+    "Retryable": "reports",
+    "ascore_turn": "score",
+    "decide_fix": "fixes",
+    "end_call": "calls",
+    "gate_tools": "gate",
+    "generate_correction": "corrections",
+    "read_call": "calls",
+    "report_call": "reports",
+    "score_turn": "score",
+    "take_override": "calls",
+}
+"""Each name's module, imported on first use: a handler's cold start pays only for its own
+operation (ScoreTurn never loads the gate or the corrections)."""
 
 __all__ = [
     "HTTP_STATUS",
@@ -29,8 +56,23 @@ __all__ = [
     "Deps",
     "Failure",
     "FixesNotConfigured",
+    "Retryable",
     "ascore_turn",
+    "decide_fix",
+    "end_call",
     "gate_tools",
     "generate_correction",
+    "read_call",
+    "report_call",
     "score_turn",
+    "take_override",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mirror.usecases' has no attribute {name!r}")
+    value = getattr(import_module(f"mirror.usecases.{module}"), name)
+    globals()[name] = value
+    return value

@@ -33,12 +33,22 @@ if TYPE_CHECKING:
     from mirror.fixes.approval import FixApprovals
     from mirror.gate import GateService
     from mirror.judge import RemoteTier
+    from mirror.reports.service import PostCallReportService, ReportSettings
     from mirror.service import ScoreTurnService
     from mirror.state import StateStore
 
 T = TypeVar("T")
 
-PARTS = ("store", "remote_tiers", "scorer", "gate", "corrections", "calls", "fixes")
+PARTS = (
+    "store",
+    "remote_tiers",
+    "scorer",
+    "gate",
+    "corrections",
+    "calls",
+    "fixes",
+    "reports",
+)
 """What `using` may replace; each is built on first use from `CALL_TABLE` (and the config).
 `remote_tiers` is the function that builds a config's Tier 1 / Tier 2 (`remote_tiers`)."""
 
@@ -65,30 +75,41 @@ class Deps:
         environ: Mapping[str, str] = os.environ,
         logger: Any = None,
         on_first_client: Callable[[], None] | None = None,
+        report_settings: ReportSettings | None = None,
+        llm_timeout_s: float | None = None,
         **parts: Any,
     ) -> None:
         """`base_config`: the function's config (default: `MIRROR_CONFIG`, read now, so a bad
         document fails at cold start). `logger` gets the LLM builders' warnings;
         `on_first_client` runs before the first AWS client is built (the tracer's botocore
-        patch). `parts`: any of `PARTS`, given instead of built."""
+        patch). `report_settings`: PostCallReport's (read at its cold start). `llm_timeout_s`:
+        the corrections' LLM timeout (`mirror.correction.llm_timeout_from_env`, read at the
+        cold start of a function that corrects; default: read when first needed). `parts`:
+        any of `PARTS`, given instead of built."""
         from mirror.config import config_from_env
-        from mirror.correction import llm_timeout_from_env
 
         unknown = set(parts) - set(PARTS)
         if unknown:
             raise TypeError(f"unknown dependencies: {sorted(unknown)}")
         self.base_config = base_config if base_config is not None else config_from_env(environ)
-        self.llm_timeout_s = llm_timeout_from_env(environ)
-        """The corrections' LLM timeout (`CORRECTION_LLM_TIMEOUT_S`), read now: a bad value
-        fails at cold start."""
+        self._llm_timeout_s = llm_timeout_s
         self.environ = environ
         self.logger = logger
         self.on_first_client = on_first_client
+        self.report_settings = report_settings
         self.gate_lock = threading.Lock()
         """GateService is not thread-safe with idempotency on: one gate at a time."""
         self._built: dict[str, Any] = dict(parts)
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def llm_timeout_s(self) -> float:
+        if self._llm_timeout_s is None:
+            from mirror.correction import llm_timeout_from_env
+
+            self._llm_timeout_s = llm_timeout_from_env(self.environ)
+        return self._llm_timeout_s
 
     # --- swapping --------------------------------------------------------------------------
 
@@ -206,6 +227,55 @@ class Deps:
             return FixApprovals(FixStore(table))
 
         return self._part("fixes", build)
+
+    def reports(self) -> PostCallReportService:
+        """PostCallReport's service (needs `report_settings`); the auditor LLM is the config's
+        `llm` or the standard variables, None when it cannot be built (the deterministic
+        report still goes out)."""
+
+        def build() -> PostCallReportService:
+            from mirror.reports.service import PostCallReportService
+            from mirror.reports.store import (
+                DynamoDBReportStore,
+                FixWorkflowStarter,
+                S3TranscriptStore,
+            )
+            from mirror.state import DynamoDBStateStore
+
+            settings = self.report_settings
+            if settings is None:
+                raise RuntimeError("this container has no report settings")
+            if self.on_first_client is not None:
+                self.on_first_client()
+            return PostCallReportService(
+                state=DynamoDBStateStore(self.environ["CALL_TABLE"], read_timeout_s=5.0),
+                reports=DynamoDBReportStore(settings.reports_table),
+                settings=settings,
+                transcripts=S3TranscriptStore(settings.bucket) if settings.bucket else None,
+                starter=(
+                    FixWorkflowStarter(settings.state_machine_arn)
+                    if settings.state_machine_arn
+                    else None
+                ),
+                llm=self._auditor_llm(),
+                run=self.run,
+            )
+
+        return self._part("reports", build)
+
+    def _auditor_llm(self) -> Any:
+        if self.base_config.llm is None:
+            return None
+        from mirror.llm import build_llm_client
+
+        try:
+            return build_llm_client(self.base_config.llm)
+        except Exception:  # noqa: BLE001
+            if self.logger is not None:
+                self.logger.exception(
+                    "LLM client could not be built; reports are deterministic only"
+                )
+            return None
 
     # --- async code from a synchronous handler ---------------------------------------------
 

@@ -14,17 +14,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mirror.gate import GateOutcome
 from mirror.observability import count, function_metrics
 from mirror.redact import redact
-from mirror.service import ScoredTurn
-from mirror.usecases.corrections import CorrectionOutcome
 from mirror.usecases.failure import Failure
+
+if TYPE_CHECKING:  # the outcome types only: a handler imports only its own operation
+    from mirror.calls import CallEnded
+    from mirror.fixes.approval import FixDecision
+    from mirror.gate import GateOutcome
+    from mirror.reports.service import ReportOutcome
+    from mirror.service import ScoredTurn
+    from mirror.usecases.corrections import CorrectionOutcome
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +52,14 @@ def emit_failure(metrics: Metrics, logger: Any, failure: Failure, operation: str
     elif failure.kind == "state_unavailable":
         _add(metrics, "StateStoreErrors")
         logger.error("state store unavailable", extra={"error": _redacted(failure.log_detail)})
+    elif failure.kind == "event_unavailable":
+        _add(metrics, "CallEventErrors")
+        logger.error("CallEnded not published", extra={"error": _redacted(failure.log_detail)})
+    elif failure.kind == "fix_unavailable":
+        _add(metrics, "FixDecisionErrors")
+        logger.error("fix decision not delivered", extra={"error": _redacted(failure.log_detail)})
+    elif failure.kind in ("call_not_found", "fix_not_found", "fix_conflict"):
+        logger.info(failure.kind.replace("_", " "), extra={"error": failure.message})
     else:
         _add(metrics, "InternalErrors")
         logger.error(
@@ -174,3 +187,47 @@ def flushed_metrics() -> Iterator[Metrics]:
         yield metrics
     finally:
         metrics.flush_metrics()  # SafeEMFProvider: logs, never raises
+
+
+def emit_report_failure(metrics: Metrics, logger: Any, failure: Failure) -> None:
+    """PostCallReport's bad event (not retried) or retryable failure (raised after this)."""
+    if failure.kind == "invalid_event":
+        _add(metrics, "ReportInvalidEvents")
+        logger.warning("invalid CallEnded event", extra={"error": failure.response()["error"]})
+    else:
+        _add(metrics, "ReportErrors")
+        logger.error(
+            "post-call report failed; the event will be retried",
+            extra={"kind": failure.kind, "error": _redacted(failure.log_detail)},
+        )
+
+
+def emit_report(metrics: Metrics, logger: Any, outcome: ReportOutcome) -> None:
+    result = outcome.as_dict()
+    if outcome.status == "written":
+        _add(metrics, "ReportsWritten")
+        if outcome.report is not None and outcome.report.auditor.status == "failed":
+            _add(metrics, "ReportAuditorFailures")
+    elif outcome.status == "replayed":
+        _add(metrics, "ReportsReplayed")
+    started = sum(1 for f in outcome.fixes if f.started)
+    if started:
+        _add(metrics, "FixWorkflowsStarted", started)
+    logger.info(
+        "post-call report",
+        extra={
+            "status": outcome.status,
+            "patterns": [p["pattern_id"] for p in result.get("patterns", [])],
+            "auditor": result.get("auditor"),
+            "fixes": result["fixes"],
+        },
+    )
+
+
+def emit_call(logger: Any, ended: CallEnded) -> None:
+    logger.info("call ended", extra={"call_id": ended.call_id, "ended_at": ended.ended_at})
+
+
+def emit_fix(logger: Any, fix_id: str, decision: FixDecision) -> None:
+    count("FixDecisions", decision=decision.status)
+    logger.info("fix decided", extra={"fix_id": fix_id, "status": decision.status})

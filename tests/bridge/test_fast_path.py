@@ -2,8 +2,9 @@
 when the socket is idle, queued in order behind a slow one, bounded), the session handing its
 messages to them without a task hop, the media fast parse, the silence check skipped while audio
 plays, ScoreTurn called before the annotation's dispatch returns, the in-process transport's
-answers taken at the next frame (`LoopInbox`), the start-up heap frozen once, and the descriptor
-table reserved before any call."""
+answers taken at the next frame (`LoopInbox`), every task of a call named for it, the start-up
+heap frozen once, the process tuned at the app's start-up, and the descriptor table reserved
+before any call."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from starlette.websockets import WebSocketState
 from mirror_bridge import plivo_protocol as pp
 from mirror_bridge import transport as transport_module
 from mirror_bridge import tuning as tuning_module
+from mirror_bridge.call_scope import CallScope, RelayStats
 from mirror_bridge.outbound import _Writer
 from mirror_bridge.relay import CallRelay
 from mirror_bridge.session import SessionIO
@@ -33,6 +35,7 @@ from mirror_bridge.transport import FunctionError, InProcessTransport, LoopInbox
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
     ALLOW,
+    CALL_ID,
     INTERVENE,
     STREAM_ID,
     FakeTransport,
@@ -407,6 +410,54 @@ def test_the_relay_forwards_both_ways_byte_for_byte() -> None:
     run(scenario())
 
 
+def test_every_task_of_a_call_is_named_for_it_and_none_outlives_it() -> None:
+    async def scenario() -> None:
+        relay, plivo, agent, _, task = _started_relay()
+        await until(lambda: len(agent.sent) == 1)  # the start, relayed: the call runs
+        names = {t.get_name() for t in asyncio.all_tasks()}
+        # neither fake socket pushes: each is read by a task of the call's
+        assert {f"{CALL_ID}::plivo-reader", f"{CALL_ID}::agent-reader"} <= names
+        plivo.text(json.dumps({"event": "stop", "streamId": STREAM_ID}))
+        await asyncio.wait_for(task, 5)
+        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(CALL_ID)]
+        assert left == []
+
+    run(scenario())
+
+
+def test_a_call_scope_runs_handlers_eagerly_in_named_tasks_and_logs_failures_with_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        call = CallScope("call-7", RelayStats())
+        ran: list[str] = []
+
+        async def quick() -> None:
+            ran.append("quick")
+
+        async def slow() -> None:
+            await asyncio.sleep(0.01)
+            ran.append("slow")
+
+        async def broken() -> None:
+            raise ValueError("boom")
+
+        assert call.run(quick(), "quick") is None and ran == ["quick"]  # done at once
+        waiting = call.run(slow(), "slow-job")
+        assert waiting is not None and waiting.get_name() == "call-7::slow-job"
+        assert waiting in call.inflight
+        await waiting
+        assert ran == ["quick", "slow"] and not call.inflight
+        with caplog.at_level(logging.ERROR, logger="mirror_bridge.relay"):
+            assert call.run(broken(), "plivo-event", "Plivo", "media") is None
+        assert "call call-7: session failed on Plivo media" in caplog.text
+        call.end("stop")
+        call.end("agent_closed")  # the first end wins
+        assert call.over() and call.ended.result() == "stop"
+
+    run(scenario())
+
+
 def test_an_answer_handed_to_the_loop_runs_at_the_next_frame_before_that_frame() -> None:
     """A function's answer posted while a frame is already waiting on the loop runs when that
     frame is handled, before it is relayed: not a loop turn later."""
@@ -691,6 +742,47 @@ def test_the_start_up_heap_is_frozen_once_per_process(monkeypatch: pytest.Monkey
         assert sys.getswitchinterval() == pytest.approx(transport_module.GIL_SWITCH_INTERVAL_S)
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_the_process_is_tuned_once_at_the_apps_start_up_not_when_it_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The descriptor table before the app's own start-up (which may open sockets), the heap
+    frozen after it (its warmed handlers are start-up state too); nothing when the app is
+    built, nothing per call."""
+    from contextlib import asynccontextmanager
+
+    from mirror_bridge import app as app_module
+
+    order: list[str] = []
+    monkeypatch.setattr(app_module, "reserve_fd_table", lambda: order.append("reserve") or 4096)
+    monkeypatch.setattr(app_module, "freeze_startup_heap", lambda: order.append("freeze") or True)
+
+    @asynccontextmanager
+    async def warm(app: Any) -> Any:
+        order.append("warm")
+        yield
+        order.append("shutdown")
+
+    settings = Settings(auth_token="t", public_base_url="http://b")
+    app = app_module.create_app(settings, tenants=StaticTenants({}), lifespan=warm)
+    plain = app_module.create_app(settings, tenants=StaticTenants({}))
+    assert order == []
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app):
+            assert order == ["reserve", "warm", "freeze"]
+        assert order[-1] == "shutdown"
+        order.clear()
+        async with plain.router.lifespan_context(plain):
+            assert order == ["reserve", "freeze"]
+        order.clear()
+        relay, plivo, _, _, task = _started_relay()  # a call: tunes nothing
+        plivo.text(json.dumps({"event": "stop", "streamId": STREAM_ID}))
+        await asyncio.wait_for(task, 5)
+        assert relay.end_reason == "stop" and order == []
+
+    run(scenario())
 
 
 # --- the descriptor table ---------------------------------------------------------------------

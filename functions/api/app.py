@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -33,38 +32,35 @@ from fastapi import Body, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mirror.calls import (
-    CallEnded,
-    CallEventError,
-    CallsService,
-    CallState,
-    EventBridgeCallEnded,
-    OverrideNote,
-)
-from mirror.config import config_for_event, config_from_env
-from mirror.correction import (
-    CorrectionEvent,
-    CorrectionResult,
-    CorrectionService,
-    GeneratedCorrection,
-    build_correction_llm,
-    fallback_result,
-    llm_timeout_from_env,
-)
-from mirror.errors import error_response, validation_error_response
-from mirror.fixes.approval import FixApprovals, FixDecision, FixDecisionRequest
-from mirror.fixes.errors import FixConflict, FixNotFound, TransientError
-from mirror.gate import GateOutcome, GateResult, GateService, GateToolEvent, fail_safe
-from mirror.judge import RemoteTier
-from mirror.models import CallContext, MirrorConfig, ScoreTurnEvent, Verdict
+from mirror.calls import CallEnded, CallState, OverrideNote
+from mirror.correction import CorrectionEvent, CorrectionResult, llm_timeout_from_env
+from mirror.errors import error_response
+from mirror.fixes.approval import FixDecision, FixDecisionRequest
+from mirror.gate import GateResult, GateToolEvent
+from mirror.models import CallContext, ScoreTurnEvent, Verdict
 from mirror.observability import count, function_metrics, traced
-from mirror.redact import redact
-from mirror.service import ScoreTurnService
-from mirror.state import DynamoDBStateStore, StateStore, StateStoreError
+from mirror.usecases.calls import end_call as end_call_usecase
+from mirror.usecases.calls import read_call
+from mirror.usecases.calls import take_override as take_override_usecase
+from mirror.usecases.corrections import generate_correction as correct
+from mirror.usecases.deps import Deps
+from mirror.usecases.emit import (
+    emit_call,
+    emit_correction,
+    emit_failure,
+    emit_fix,
+    emit_gate,
+    emit_verdict,
+    flushed_metrics,
+)
+from mirror.usecases.failure import Failure
+from mirror.usecases.fixes import decide_fix
+from mirror.usecases.gate import gate_tools
+from mirror.usecases.score import ascore_turn
 
 logger = Logger()
 metrics = function_metrics()
@@ -89,106 +85,19 @@ def _positive_int_env(name: str, default: int) -> int:
     return int(raw)
 
 
-BASE_CONFIG = config_from_env()
 MAX_BODY_BYTES = _positive_int_env(MAX_BODY_ENV, 1_048_576)
 """A turn is a few kilobytes; a stateless caller's full history rarely reaches 1 MiB."""
-LLM_TIMEOUT_S = llm_timeout_from_env()
 
-
-# --- services: built on first use, one store (one DynamoDB client) for all ---------------------
-
-_store: StateStore | None = None
-_scorer: ScoreTurnService | None = None
-_gate: GateService | None = None
-_corrections: CorrectionService | None = None
-_calls: CallsService | None = None
-_GATE_LOCK = threading.Lock()
-"""GateService is not thread-safe with idempotency on; Lambda runs one request at a time, a
-local server may not."""
-
-
-def store() -> StateStore:
-    global _store
-    if _store is None:
-        tracer.patch(["botocore"])
-        _store = DynamoDBStateStore(os.environ["CALL_TABLE"])
-    return _store
-
-
-def _remote_tiers(config: MirrorConfig) -> list[RemoteTier]:
-    """Tier 1 / Tier 2 as the config asks (none: Tier 0 only). The factory loads an SDK only
-    for a configured tier, so it is imported here, not at module level."""
-    from mirror.llm import build_remote_tiers
-
-    return list(build_remote_tiers(config))
-
-
-def scorer() -> ScoreTurnService:
-    global _scorer
-    if _scorer is None:
-        # looked up per config at call time, so the judge's tiers follow `_remote_tiers`
-        _scorer = ScoreTurnService(store(), remote_tiers_for=lambda c: _remote_tiers(c))
-    return _scorer
-
-
-def gate_service() -> GateService:
-    global _gate
-    if _gate is None:
-        from mirror.gate import idempotency_layer  # Powertools idempotency: first gate only
-
-        base = store()
-        persistence = None
-        if isinstance(base, DynamoDBStateStore):
-            persistence = idempotency_layer(base.table_name, base.client)
-        _gate = GateService(base, _remote_tiers(BASE_CONFIG), persistence=persistence)
-    return _gate
-
-
-def _log_llm_error(e: BaseException) -> None:
-    logger.warning("correction LLM failed", extra={"error_type": type(e).__name__})
-
-
-def correction_service() -> CorrectionService:
-    global _corrections
-    if _corrections is None:
-        _corrections = CorrectionService(
-            store(),
-            build_correction_llm(BASE_CONFIG, logger),
-            llm_timeout_s=LLM_TIMEOUT_S,
-            on_llm_error=_log_llm_error,
-        )
-    return _corrections
-
-
-def calls_service() -> CallsService:
-    """Ending a call publishes CallEnded on EVENT_BUS_NAME when it is set (source mirror.api)."""
-    global _calls
-    if _calls is None:
-        bus = os.environ.get("EVENT_BUS_NAME", "").strip()
-        if bus:
-            _calls = CallsService(store(), on_ended=EventBridgeCallEnded(bus))
-        else:
-            _calls = CallsService(store())
-    return _calls
-
-
-_fixes: FixApprovals | None = None
-
-
-class FixesNotConfigured(Exception):
-    """REPORTS_TABLE is not set: this deployment has no fix workflow, so no fix exists (404)."""
-
-
-def fix_approvals() -> FixApprovals:
-    global _fixes
-    if _fixes is None:
-        from mirror.fixes.store import FixStore
-
-        table = os.environ.get("REPORTS_TABLE", "").strip()
-        if not table:
-            raise FixesNotConfigured("REPORTS_TABLE is not set: no fix workflow here")
-        _fixes = FixApprovals(FixStore(table))
-    return _fixes
+deps = Deps(
+    logger=logger,
+    on_first_client=lambda: tracer.patch(["botocore"]),
+    llm_timeout_s=llm_timeout_from_env(),  # a bad CORRECTION_LLM_TIMEOUT_S fails cold start
+)
+"""This container's services (one store, one DynamoDB client for all), built on first use, and
+its one event loop; swap them with `deps.using(...)`. The gate runs under `deps.gate_lock`:
+GateService is not thread-safe with idempotency on, and a local server may run requests in
+parallel."""
+BASE_CONFIG = deps.base_config
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -256,12 +165,9 @@ def _error(
     return JSONResponse(error_response(kind, message, fields), status, headers=headers)
 
 
-def _invalid(e: ValidationError) -> JSONResponse:
-    """A pydantic error raised after parsing (e.g. an event policy that does not compile)."""
-    body = validation_error_response(e)
-    count("InvalidEvents")
-    logger.warning("invalid event", extra={"error": body["error"]})
-    return JSONResponse(body, 422)
+def _failure(failure: Failure) -> JSONResponse:
+    """A use case's `Failure` with its HTTP status (`mirror.usecases.failure.HTTP_STATUS`)."""
+    return JSONResponse(failure.response(), failure.status)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -326,21 +232,6 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = HTTPStatus(status).phrase
     return _error(status, kind, message, headers=exc.headers)
-
-
-async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
-    """An outage, not the caller's fault: 503, so clients apply their failure rule and retry."""
-    logger.error("state store unavailable", extra={"error": redact(str(exc))})
-    count("StateStoreErrors")
-    return _error(503, "state_unavailable", str(exc))
-
-
-async def on_event_error(request: Request, exc: Exception) -> JSONResponse:
-    """The call's end is stored but its CallEnded event is not out: 503, and a retry of the
-    same end publishes it."""
-    logger.error("CallEnded not published", extra={"error": str(exc)})
-    count("CallEventErrors")
-    return _error(503, "event_unavailable", f"{exc}; the end is recorded, retry to publish it")
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -416,8 +307,6 @@ app = FastAPI(
     exception_handlers={
         RequestValidationError: on_request_invalid,
         StarletteHTTPException: on_http_error,
-        StateStoreError: on_store_error,
-        CallEventError: on_event_error,
         Exception: on_unexpected,
     },
 )
@@ -460,44 +349,17 @@ async def score_turn(event: ScoreTurnEvent, request: Request, response: Response
     """The verdict for the turn, recorded under `turn_id` (default: the API request id; sent
     back in the `mirror-turn-id` header, percent-encoded unless printable ASCII). A retry with
     the same `turn_id` replays the stored verdict (`mirror-replayed: true`)."""
-    try:
-        config = config_for_event(BASE_CONFIG, event)  # event policies compile here
-    except ValidationError as e:
-        return _invalid(e)
     ctx = event.context()
-    turn_id = event.turn_id or request_id(request)
     with logger.append_context_keys(call_id=ctx.call_id, tenant_id=ctx.tenant_id):
-        try:
-            scored = await scorer().ascore(event, config, turn_id)
-        except ValidationError:
-            raise  # a model built inside the service failed: a bug, not input
-        except ValueError as e:  # the store refuses what cannot fit an item (sizes only)
-            logger.warning("turn cannot be recorded", extra={"error": str(e)})
-            count("InvalidEvents")
-            return _error(422, "invalid_event", f"the turn cannot be recorded: {e}")
-        verdict = scored.verdict
-        if not scored.replayed:
-            count("Verdicts", decision=verdict.decision, tier=verdict.decided_by or "none")
-        logger.info(
-            "verdict",
-            extra={
-                "turn_id": turn_id,
-                "decision": verdict.decision,
-                "score": verdict.score,
-                "checks": [r.check for r in verdict.reasons],
-                "replayed": scored.replayed,
-            },
-        )
-    response.headers[TURN_ID_HEADER] = header_value(turn_id)
+        scored = await ascore_turn(deps, event, request_id(request))
+        with flushed_metrics() as metrics_:
+            if isinstance(scored, Failure):
+                emit_failure(metrics_, logger, scored, "ScoreTurn")
+                return _failure(scored)
+            emit_verdict(metrics_, logger, scored)
+    response.headers[TURN_ID_HEADER] = header_value(scored.turn_id)
     response.headers[REPLAYED_HEADER] = "true" if scored.replayed else "false"
-    return verdict
-
-
-def _gate_locked(
-    service: GateService, event: GateToolEvent, config: MirrorConfig, context: Any
-) -> GateOutcome:
-    with _GATE_LOCK:
-        return service.gate(event, config, context)
+    return scored.verdict
 
 
 @app.post(
@@ -511,40 +373,17 @@ def _gate_locked(
 async def gate_tool(event: GateToolEvent, request: Request) -> Any:
     """One decision per planned call (allow, block, hold). Failures hold irreversible calls
     (`tool_gate_failure_mode`) and still answer 200, as GateTool does."""
-    try:
-        config = GateService.config_for(BASE_CONFIG, event)
-    except ValidationError as e:
-        return _invalid(e)
     ctx = event.context()
     with logger.append_context_keys(call_id=ctx.call_id, tenant_id=ctx.tenant_id):
-        try:
-            service = gate_service()
-            # synchronous (its remote tiers run their own event loop): a worker thread
-            outcome = await anyio.to_thread.run_sync(
-                functools.partial(_gate_locked, service, event, config, _lambda_context(request))
-            )
-        except Exception as e:  # noqa: BLE001 - a planned tool call always gets a decision
-            logger.error(
-                "gate failed; failure mode applied",
-                extra={"error": f"{type(e).__name__}: {redact(str(e))}"},
-            )
-            lines = _gate.spoken_lines if _gate is not None else None
-            outcome = fail_safe(event, config, "internal_error", type(e).__name__, lines)
-        fresh = set(outcome.fresh)
-        for decision in outcome.result.decisions:
-            if decision.tool_call_id in fresh:
-                count("GateDecisions", decision=decision.decision, decided_by=decision.decided_by)
-        for failure in outcome.failures:
-            count("GateFailures", kind=failure.kind)
-            logger.warning(
-                "gate failure",
-                extra={
-                    "kind": failure.kind,
-                    "tool_call_id": failure.tool_call_id,
-                    "detail": redact(failure.detail),
-                },
-            )
-        logger.info("gate decisions", extra={"decision": outcome.result.decision})
+        # synchronous (its remote tiers run their own event loop): a worker thread
+        outcome = await anyio.to_thread.run_sync(
+            functools.partial(gate_tools, deps, event, _lambda_context(request))
+        )
+        with flushed_metrics() as metrics_:
+            if isinstance(outcome, Failure):  # the event's own policies do not compile
+                emit_failure(metrics_, logger, outcome, "GateTool")
+                return _failure(outcome)
+            emit_gate(metrics_, logger, outcome)
     return outcome.result
 
 
@@ -559,40 +398,18 @@ async def gate_tool(event: GateToolEvent, request: Request) -> Any:
 async def generate_correction(event: CorrectionEvent, request: Request) -> Any:
     """The line the agent says next and its one-shot note. A failing LLM or store still
     returns a correction (the template; `note_stored: false`), as GenerateCorrection does."""
-    config = BASE_CONFIG
-    if event.tenant_id is not None:
-        config = BASE_CONFIG.model_copy(update={"tenant_id": event.tenant_id})
-    turn_id = event.turn_id or request_id(request)
     ctx = event.context()
+    context = _lambda_context(request)
+    remaining = None
+    if context is not None:
+        remaining = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
     with logger.append_context_keys(call_id=ctx.call_id, tenant_id=ctx.tenant_id):
-        try:
-            service = correction_service()  # the first call builds the clients: clock after
-            budget_s = None
-            context = _lambda_context(request)
-            if context is not None:
-                budget_s = context.get_remaining_time_in_millis() / 1000 - RESERVE_S
-            generated = await service.generate(event, config, turn_id, budget_s=budget_s)
-        except Exception:  # a bug must not leave the caller in silence: speak the template
-            logger.exception("correction failed; returning the template")
-            count("CorrectionErrors")
-            generated = GeneratedCorrection(fallback_result(event, config, turn_id))
-        result = generated.result
-        for error in generated.store_errors:
-            logger.error("state store unavailable", extra={"error": redact(error)})
-            count("StateStoreErrors")
-        if not result.replayed:
-            count("CorrectionSource", part="line", source=result.source)
-        logger.info(
-            "correction",
-            extra={
-                "turn_id": turn_id,
-                "reason_code": result.reason_code,
-                "source": result.source,
-                "note_stored": result.note_stored,
-                "replayed": result.replayed,
-            },
+        outcome = await correct(
+            deps, event, request_id(request), remaining_s=remaining, reserve_s=RESERVE_S
         )
-    return result
+        with flushed_metrics() as metrics_:
+            emit_correction(metrics_, logger, outcome)
+    return outcome.generated.result
 
 
 CallId = Annotated[
@@ -609,12 +426,13 @@ TenantQuery = Annotated[
 ]
 
 
-def _call_not_found(ctx: CallContext) -> JSONResponse:
-    return _error(
-        404,
-        "call_not_found",
-        f"no call {ctx.call_id!r} for tenant {ctx.tenant_id!r} (never scored, or expired)",
-    )
+def _call_outcome(outcome: Any) -> Any:
+    """A calls use case's model, or its `Failure` counted, logged and answered."""
+    if isinstance(outcome, Failure):
+        with flushed_metrics() as metrics_:
+            emit_failure(metrics_, logger, outcome, "Calls")
+        return _failure(outcome)
+    return outcome
 
 
 @app.get(
@@ -627,10 +445,7 @@ def _call_not_found(ctx: CallContext) -> JSONResponse:
 )
 async def get_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
     ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
-    state = calls_service().get_call(ctx, BASE_CONFIG.history_limit)
-    if state is None:
-        return _call_not_found(ctx)
-    return state
+    return _call_outcome(read_call(deps, ctx))
 
 
 @app.post(
@@ -645,11 +460,10 @@ async def end_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
     """Records `ended_at` in the call's metadata. Ending it again returns the same result;
     an unknown call is 404 and nothing is created for it."""
     ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
-    ended = calls_service().end_call(ctx, BASE_CONFIG.state_ttl_s)
-    if ended is None:
-        return _call_not_found(ctx)
-    logger.info("call ended", extra={"call_id": ctx.call_id, "ended_at": ended.ended_at})
-    return ended
+    ended = end_call_usecase(deps, ctx)
+    if not isinstance(ended, Failure):
+        emit_call(logger, ended)
+    return _call_outcome(ended)
 
 
 @app.post(
@@ -665,10 +479,7 @@ async def take_override(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
     call it before generating that turn. `note` is null when none is pending; an unknown call
     is 404."""
     ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
-    taken = calls_service().take_override(ctx)
-    if taken is None:
-        return _call_not_found(ctx)
-    return taken
+    return _call_outcome(take_override_usecase(deps, ctx))
 
 
 FixId = Annotated[
@@ -704,35 +515,14 @@ async def _decide_fix(
 ) -> Any:
     body = body or FixDecisionRequest()
     reviewer = iam_caller(request) or body.reviewer
-    if not reviewer:
-        return _error(
-            422,
-            "invalid_event",
-            "reviewer is required when the request is not IAM-signed",
-            [{"field": "reviewer", "message": "required"}],
-        )
-    if not approved and not body.reason.strip():
-        return _error(
-            422,
-            "invalid_event",
-            "a rejection needs a reason",
-            [{"field": "reason", "message": "required to reject"}],
-        )
-    try:
-        service = fix_approvals()
-        decision = await anyio.to_thread.run_sync(
-            functools.partial(service.decide, fix_id, approved, reviewer, body.reason)
-        )
-    except (FixNotFound, FixesNotConfigured) as e:
-        return _error(404, "fix_not_found", str(e))
-    except FixConflict as e:
-        return _error(409, "fix_conflict", str(e))
-    except TransientError as e:
-        logger.error("fix decision not delivered", extra={"error": str(e)})
-        count("FixDecisionErrors")
-        return _error(503, "fix_unavailable", str(e))
-    count("FixDecisions", decision=decision.status)
-    logger.info("fix decided", extra={"fix_id": fix_id, "status": decision.status})
+    decision = await anyio.to_thread.run_sync(
+        functools.partial(decide_fix, deps, fix_id, approved, reviewer, body.reason)
+    )
+    if isinstance(decision, Failure):
+        with flushed_metrics() as metrics_:
+            emit_failure(metrics_, logger, decision, "FixDecision")
+        return _failure(decision)
+    emit_fix(logger, fix_id, decision)
     return decision
 
 
@@ -769,11 +559,10 @@ async def reject_fix(
 
 # --- the Lambda entry ---------------------------------------------------------------------------
 
-_loop = asyncio.new_event_loop()
-"""One loop for the container's life, the thread's current loop whenever Mangum runs the app:
-async clients (the LLM tiers) keep their connection pools across invocations, and Mangum finds
-a loop instead of creating one through the deprecated implicit path."""
-asyncio.set_event_loop(_loop)
+asyncio.set_event_loop(deps.loop())
+"""The container's one loop (`Deps.loop`), the thread's current loop whenever Mangum runs the
+app: async clients (the LLM tiers) keep their connection pools across invocations, and Mangum
+finds a loop instead of creating one through the deprecated implicit path."""
 handler = Mangum(app, lifespan="off")
 
 
@@ -782,9 +571,6 @@ handler = Mangum(app, lifespan="off")
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """API Gateway HTTP API (payload v2) event in, proxy response out."""
-    global _loop
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
-    if _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(_loop)  # something may have run and cleared another loop meanwhile
+    asyncio.set_event_loop(deps.loop())  # something may have run and cleared another loop
     return handler(event, context)

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -91,9 +92,8 @@ def api_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def _unload(module: ModuleType) -> None:
     if hasattr(module, "metrics"):
         module.metrics.clear_metrics()
-    loop = getattr(module, "_loop", None)
-    if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
-        loop.close()
+    if hasattr(module, "deps"):
+        module.deps.loop().close()
     sys.modules.pop(module.__name__, None)
 
 
@@ -102,16 +102,17 @@ def load_module(
     api_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., ModuleType]]:
     """Import a handler fresh: `load_module(path, config=json, tiers=[...])`. `tiers` replaces
-    what `mirror.llm` would build (the modules' `_remote_tiers` hook)."""
+    what `mirror.llm` would build (`deps.using(remote_tiers=...)`)."""
     loaded: list[ModuleType] = []
+    swaps = ExitStack()
 
     def load(path: Path = API_PATH, config: str | None = None, tiers: Any = None) -> ModuleType:
         if config is not None:
             monkeypatch.setenv("MIRROR_CONFIG", config)
         reset_logger(SERVICE_NAME)
         module = import_file(path, path.parent.name)
-        if hasattr(module, "_remote_tiers"):
-            module._remote_tiers = lambda config: list(tiers or [])
+        if hasattr(module, "deps"):
+            swaps.enter_context(module.deps.using(remote_tiers=lambda config: list(tiers or [])))
         module.metrics.clear_metrics()
         for handler in logging.getLogger(SERVICE_NAME).handlers:
             if isinstance(handler, logging.StreamHandler):
@@ -119,7 +120,8 @@ def load_module(
         loaded.append(module)
         return module
 
-    yield load
+    with swaps:
+        yield load
     for module in loaded:
         _unload(module)
     reset_logger(SERVICE_NAME)
@@ -128,6 +130,13 @@ def load_module(
 @pytest.fixture
 def api(load_module: Callable[..., ModuleType]) -> ModuleType:
     return load_module()
+
+
+@pytest.fixture
+def swaps() -> Iterator[ExitStack]:
+    """Dependencies swapped in a test (`deps.using`) are back as they were after it."""
+    with ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -319,7 +328,7 @@ def test_module_imports_no_sdk_and_no_aws_client() -> None:
     code = (
         "import sys; sys.path[:0]=['functions/api','shared']; import app; "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules)); "
-        "print(app._store is None and app._scorer is None and app._gate is None)"
+        "print(app.deps.built() == ())"
     )
     result = subprocess.run(
         [sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
@@ -493,6 +502,7 @@ def test_score_runs_remote_tiers_on_the_containers_loop_across_invocations(
     api = load_module(config=json.dumps({"timeouts": {"tier2_s": 0.05}}), tiers=[SlowTier()])
     event = load_event("score_turn_allow.json")  # Tier 0 is silent: Tier 2 runs, and times out
 
+    loop = api.deps.loop()
     verdicts = []
     for turn_id in ("t-a", "t-b"):  # the second invocation reuses the first one's event loop
         body = {**event, "turn_id": turn_id}
@@ -503,7 +513,7 @@ def test_score_runs_remote_tiers_on_the_containers_loop_across_invocations(
     for verdict in verdicts:
         assert verdict["failed_tiers"] == ["tier2"]
         assert verdict["tiers_run"] == ["tier0", "tier2"]
-    assert not api._loop.is_closed()
+    assert api.deps.loop() is loop and not loop.is_closed()
 
 
 @pytest.mark.parametrize("name", ["MIRROR_API_MAX_BODY_BYTES", "CORRECTION_LLM_TIMEOUT_S"])
@@ -598,10 +608,11 @@ def test_get_call_is_per_tenant_and_unknown_calls_are_404(api: ModuleType) -> No
 
 
 def test_end_call_is_idempotent_and_shows_in_the_call_state(
-    api: ModuleType, store: DynamoDBStateStore
+    api: ModuleType, store: DynamoDBStateStore, swaps: ExitStack
 ) -> None:
     ended_calls: list[tuple[CallContext, dict[str, Any]]] = []
-    api._calls = CallsService(api.store(), on_ended=lambda c, m: ended_calls.append((c, dict(m))))
+    calls = CallsService(api.deps.store(), on_ended=lambda c, m: ended_calls.append((c, dict(m))))
+    swaps.enter_context(api.deps.using(store=api.deps.store(), calls=calls))
     event = load_event("score_turn_block.json")
     ctx = ctx_of(event)
     assert asgi(api, "POST", "/v1/turns:score", json_body=event).status_code == 200
@@ -898,10 +909,10 @@ def test_unknown_routes_and_methods_are_structured(api: ModuleType) -> None:
 
 
 @pytest.fixture
-def api_without_table(api: ModuleType, dynamodb_client: Any) -> ModuleType:
+def api_without_table(api: ModuleType, dynamodb_client: Any) -> Iterator[ModuleType]:
     """The app on a table that does not exist: every store call fails as an outage does."""
-    api._store = DynamoDBStateStore("no-such-table", client=dynamodb_client)
-    return api
+    with api.deps.using(store=DynamoDBStateStore("no-such-table", client=dynamodb_client)):
+        yield api
 
 
 @pytest.mark.parametrize(

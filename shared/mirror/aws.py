@@ -39,11 +39,15 @@ def client(
             _SESSION = boto3.session.Session()
         from botocore.config import Config
 
+        # Only when given: an explicit None would replace botocore's default, not keep it.
+        pool: dict[str, Any] = {}
+        if max_pool_connections:
+            pool["max_pool_connections"] = max_pool_connections
         config = Config(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
             retries={"mode": "standard", "total_max_attempts": attempts},
-            **({"max_pool_connections": max_pool_connections} if max_pool_connections else {}),
+            **pool,
         )
         return _SESSION.client(
             service, region_name=region_name, endpoint_url=endpoint_url, config=config

@@ -16,9 +16,10 @@ from mirror.gate import GateOutcome, GateToolEvent, fail_safe
 from mirror.usecases.deps import Deps
 from mirror.usecases.failure import Failure
 
-SIZE_REFUSALS = ("too large", "too big", "exceeds", "exceeded", "item size")
-"""How the store's and DynamoDB's refusals of an item too big to record read: the input's
-problem (`invalid_event`), not an outage, whichever layer reported it."""
+SIZE_REFUSALS = ("item size has exceeded", "stored item holds at most", "too large")
+"""How an item too big to record reads when it is refused: DynamoDB's ValidationException (through
+the idempotency records) or the store's own size check. The input's problem (`invalid_event`),
+not an outage, whichever layer reported it."""
 
 
 def gate_tools(
@@ -50,16 +51,21 @@ def _is_input_refusal(e: BaseException) -> bool:
 def _input_refusals(
     event: GateToolEvent, config: Any, outcome: GateOutcome, deps: Deps
 ) -> GateOutcome:
-    """A failure that is the store refusing an item too big to record is the input's problem:
-    `invalid_event` (the calls stay held), as ScoreTurn and the Api report the same turn."""
-    refused = [
-        f
-        for f in outcome.failures
-        if f.kind in ("store_unavailable", "internal_error")
-        and any(word in f.detail.lower() for word in SIZE_REFUSALS)
-    ]
+    """A failure that is the input's problem (a ValueError from the store's record paths, or an
+    item too big to record) is `invalid_event`, as ScoreTurn and the Api report the same turn;
+    the irreversible calls stay held."""
+    refused = [f for f in outcome.failures if _refuses_input(f.kind, f.detail)]
     if not refused:
         return outcome
     built = deps.built_gate()
     lines = built.spoken_lines if built is not None else None
     return fail_safe(event, config, "invalid_event", refused[0].detail, lines)
+
+
+def _refuses_input(kind: str, detail: str) -> bool:
+    if kind == "internal_error" and detail.startswith("ValueError:"):
+        return True  # GateService's name for a ValueError (a record path's refusal)
+    if kind in ("store_unavailable", "internal_error"):
+        lowered = detail.lower()
+        return any(words in lowered for words in SIZE_REFUSALS)
+    return False

@@ -1,8 +1,9 @@
 """One call's running state, shared by both sides of the relay: its counters, its end (the first
 reason wins), the tasks it runs, and the call-length guard.
 
-Every task a call runs is created here (`CallScope.task`), named `{call_id}::{job}`, so a task
-listing or a "Task exception was never retrieved" line names the call and what it was doing.
+Every task the relay runs for a call is created here (`CallScope.task`), named `{call_id}::{job}`
+through the bridge's one task helper (`tasks.spawn`, the session's too), so a task listing or a
+"Task exception was never retrieved" line names the call and what it was doing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror_bridge.outbound import _Writer
+from mirror_bridge.tasks import spawn
 
 log = logging.getLogger("mirror_bridge.relay")
 
@@ -47,10 +49,7 @@ class CallScope:
     ) -> asyncio.Task[Any]:
         """The one way a call starts a task: named `{call_id}::{job}`. `eager`: it runs now,
         up to its first wait (done already when it never waits)."""
-        name = f"{self.call_id}::{job}"
-        if eager:
-            return asyncio.Task(coro, loop=self.loop, name=name, eager_start=True)
-        return self.loop.create_task(coro, name=name)
+        return spawn(coro, name=f"{self.call_id}::{job}", eager=eager)
 
     def run(
         self, coro: Coroutine[Any, Any, Any], job: str, side: str = "", event: Any = None

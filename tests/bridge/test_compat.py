@@ -84,6 +84,9 @@ def test_current_size_says_whether_a_fragmented_message_is_open() -> None:
 
 def test_reader_eof_and_the_message_limits() -> None:
     server = ServerProtocol(state=State.OPEN)
+    for name in compat.SansIOState.__annotations__:  # everything the push path reads
+        assert hasattr(server, name), name
+    assert isinstance(server.reader.buffer, bytearray) and server.reader.eof is False
     assert not compat.protocol_at_eof(server)
     server.receive_eof()
     assert compat.protocol_at_eof(server)

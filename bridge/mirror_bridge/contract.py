@@ -48,7 +48,7 @@ class CallSessionLike(Protocol):
 
     async def on_agent_audio(self, message: dict[str, Any]) -> None:
         """The agent's playAudio, checkpoint, clearAudio or sendDTMF (validated); the session
-        relays it with `io.send_plivo(message)` now or later, or drops it."""
+        relays it with `io.plivo.enqueue(message)` now or later, or drops it."""
         ...
 
     async def on_mirror_message(self, message: MirrorMessage) -> None:
@@ -111,7 +111,7 @@ class PassThroughSession:
         await self.io.send_agent(event.raw)
 
     async def on_agent_audio(self, message: dict[str, Any]) -> None:
-        await self.io.send_plivo(message)
+        self.io.plivo.enqueue(message)
 
     async def on_mirror_message(self, message: MirrorMessage) -> None:
         await self.io.send_agent(

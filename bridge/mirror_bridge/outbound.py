@@ -9,23 +9,36 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mirror_bridge.plivo_protocol import Frame, wire_text
 
 log = logging.getLogger("mirror_bridge.relay")
 
 
+class PlivoQueue(Protocol):
+    """The one ordered queue of everything bound for Plivo (the relay's `_Writer`), as the
+    session uses it."""
+
+    def enqueue(self, message: dict[str, Any], tag: str | None = None) -> bool:
+        """Queue in order without waiting; False when the socket is gone (dropped)."""
+        ...
+
+    def purge(self, tag: str) -> int:
+        """Drop the queued messages tagged `tag` not yet written; how many."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SessionIO:
-    """How a session speaks: both queue a JSON message; neither blocks for long, neither raises
-    once a side is gone (the message is dropped and logged). The `offer_*` variants queue it
-    without waiting and return False when the queue is full (then await `send_*`); a message
-    offered right after ones that were sent keeps its place."""
+    """How a session speaks. Plivo: one ordered queue that never makes it wait (`plivo`). The
+    agent: `send_agent` queues a JSON message, waiting for room when the agent's queue is full;
+    `offer_agent` queues it without waiting and returns False when it would have to wait (then
+    await `send_agent`); a message offered right after ones that were sent keeps its place.
+    Neither raises once a side is gone (the message is dropped and logged)."""
 
-    send_plivo: Callable[[dict[str, Any]], Awaitable[None]]
+    plivo: PlivoQueue
     send_agent: Callable[[dict[str, Any]], Awaitable[None]]
-    offer_plivo: Callable[[dict[str, Any]], bool] | None = None
     offer_agent: Callable[[dict[str, Any]], bool] | None = None
 
 
@@ -38,7 +51,10 @@ class _Writer:
     task, which schedules nothing when the socket takes it without waiting. While a send waits
     (a slow peer: the transport's buffer is full), later messages queue behind it and that task
     sends them in order; when `size` are waiting, `offer` says no and `put` waits for room
-    (back-pressure on this direction only)."""
+    (back-pressure on this direction only). `enqueue` (the session's way in, `PlivoQueue`)
+    never waits: the session's messages keep their order here, in this one queue, past `size`
+    if they must (`offer` and `put` then wait behind them), tagged by origin so that `purge` can
+    drop the ones of an origin not yet written (an intervened turn's audio)."""
 
     def __init__(
         self,
@@ -52,7 +68,7 @@ class _Writer:
         self._write_now = write_now
         self._size = size
         self._loop = asyncio.get_running_loop()
-        self._pending: deque[str] = deque()
+        self._pending: deque[tuple[str, str | None]] = deque()  # (wire text, tag)
         self._room: deque[asyncio.Future[None]] = deque()  # puts waiting for room, in order
         self._admitted = 0  # puts given room that have not queued their message yet
         self._busy = False  # a send is under way (then `_pending` is drained by its task)
@@ -85,6 +101,27 @@ class _Writer:
         self._push(wire_text(message))
         return True
 
+    def enqueue(self, message: dict[str, Any], tag: str | None = None) -> bool:
+        """Queue in order without waiting, whatever the backlog; False when the side is gone
+        (the message is dropped)."""
+        if self.dead or self.closing:
+            log.debug("%s side is gone; dropped %s", self.name, message.get("event"))
+            return False
+        self._push(wire_text(message), tag)
+        return not self.dead
+
+    def purge(self, tag: str) -> int:
+        """Drop the queued messages tagged `tag` that are not written yet; how many."""
+        pending = self._pending
+        kept = [item for item in pending if item[1] != tag]
+        dropped = len(pending) - len(kept)
+        if dropped:
+            pending.clear()  # in place: a running drain holds this deque
+            pending.extend(kept)
+            while self._room and len(pending) + self._admitted < self._size:
+                self._let_in()  # room made: waiting puts come in
+        return dropped
+
     async def put(self, message: dict[str, Any]) -> None:
         if self.dead or self.closing:
             log.debug("%s side is gone; dropped %s", self.name, message.get("event"))
@@ -108,7 +145,7 @@ class _Writer:
                 return
         self._push(text)
 
-    def _push(self, text: str) -> None:
+    def _push(self, text: str, tag: str | None = None) -> None:
         if not self._busy and (write_now := self._write_now) is not None:
             try:
                 if write_now(text):
@@ -118,7 +155,7 @@ class _Writer:
                 log.info("%s write failed (%s); dropping further frames", self.name, e)
                 self._give_up()
                 return
-        self._pending.append(text)
+        self._pending.append((text, tag))
         if not self._busy:
             task = asyncio.Task(self._drain(), loop=self._loop, eager_start=True)
             if not task.done():
@@ -138,7 +175,7 @@ class _Writer:
         pending = self._pending
         try:
             while pending:
-                text = pending.popleft()
+                text, _ = pending.popleft()
                 if self._room:
                     self._let_in()
                 try:

@@ -1,23 +1,22 @@
-"""The session's outgoing side: everything bound for Plivo in one ordered outbox, the agent's
-messages in order behind any send that waits, and the messages Mirror itself writes to Plivo
-(built with `plivo_protocol`'s builders, here only).
+"""The session's outgoing side: everything bound for Plivo into the one ordered Plivo queue,
+the agent's messages in order behind any send that waits, and the messages Mirror itself writes
+(Plivo's built with `plivo_protocol`'s builders, the agent's with `agent_protocol`'s models,
+here only).
 
-Everything bound for Plivo goes through `_enqueue`: handed straight to the relay's writer
-(`SessionIO.offer_plivo`) when nothing is ahead of it, else queued here and written by one task
-in order, so released audio can never be overtaken by newer audio and nothing is sent twice."""
+Everything bound for Plivo goes through `_enqueue` into `SessionIO.plivo` (the relay's writer:
+`outbound._Writer`), which never makes the session wait and keeps the order, so released audio
+can never be overtaken by newer audio and nothing is sent twice; an intervention drops the
+agent's messages still queued there (`purge`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from typing import Any
 
 from mirror_bridge import plivo_protocol
 from mirror_bridge.agent_protocol import MirrorOutbound
 from mirror_bridge.audio import MULAW, SAMPLE_RATE, chunks, for_stream
 from mirror_bridge.session_state import AGENT, MIRROR, Origin, SessionState
-from mirror_bridge.tasks import spawn
 
 logger = logging.getLogger("mirror_bridge.session")
 
@@ -30,9 +29,6 @@ class OutboxMixin(SessionState):
     def _enqueue(self, msg: dict[str, Any], origin: Origin) -> None:
         """Queue a message for Plivo in order. A clearAudio fails the pending waits now: the
         checkpoints before it are dropped by Plivo; the ones after it belong to the new queue."""
-        if self._plivo_gone:
-            self.counts["plivo_frames_lost"] += 1
-            return
         kind = msg.get("event")
         if kind == "playAudio":
             media = msg.get("media")
@@ -45,64 +41,26 @@ class OutboxMixin(SessionState):
         elif kind == "clearAudio":
             self.checkpoints.fail_all("cleared")
             self.playout.clear()
-        offer = self.io.offer_plivo
-        if offer is not None and not (self._outbox or self._sending or self.closed):
-            # nothing ahead of it here: straight to the relay's queue, no task hop
-            try:
-                handed = offer(msg)
-            except Exception as e:  # as the write loop treats a failed send
-                self._plivo_gone = True
-                self.counts["plivo_frames_lost"] += 1
-                logger.info(
-                    "Plivo socket unusable",
-                    extra={"call_id": self.ctx.call_id, "error": repr(e)},
-                )
-                return
-            if handed:
-                self._sent(origin, kind)
-                return
-        self._outbox.append((origin, msg))
-        if self._writer is None:
-            self._wake = asyncio.Event()
-            self._writer = spawn(self._write_loop(), name=f"{self.ctx.call_id}::plivo-outbox")
-        assert self._wake is not None
-        self._wake.set()
-
-    async def _write_loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            while self._outbox:
-                origin, msg = self._outbox.popleft()
-                self._sending = True
-                try:
-                    await self.io.send_plivo(msg)
-                    self._sent(origin, msg.get("event"))
-                except Exception as e:  # socket gone: the relay will close us
-                    self._plivo_gone = True
-                    self.counts["plivo_frames_lost"] += 1 + len(self._outbox)
-                    self._outbox.clear()
-                    logger.info(
-                        "Plivo socket unusable",
-                        extra={"call_id": self.ctx.call_id, "error": repr(e)},
-                    )
-                    return
-                finally:
-                    self._sending = False
-            if self.closed:
-                return
-            self._wake.clear()
-            await self._wake.wait()
-
-    def _sent(self, origin: Origin, kind: Any) -> None:
-        self.counts[_SENT[origin]] += 1
-        if kind == "clearAudio":
-            self._clears_on_wire.append(origin)
+        try:
+            queued = self.io.plivo.enqueue(msg, origin)
+        except Exception as e:  # as a socket gone
+            queued = False
+            logger.warning(
+                "Plivo queue failed", extra={"call_id": self.ctx.call_id, "error": repr(e)}
+            )
+        if queued:
+            self.counts[_SENT[origin]] += 1
+            if kind == "clearAudio":
+                self._clears_on_wire.append(origin)
+            return
+        self.counts["plivo_frames_lost"] += 1
+        if not self._plivo_gone:
+            self._plivo_gone = True
+            logger.info("Plivo socket unusable", extra={"call_id": self.ctx.call_id})
 
     def _purge_agent_frames(self) -> int:
-        kept = deque(item for item in self._outbox if item[0] != AGENT)
-        dropped = len(self._outbox) - len(kept)
-        self._outbox = kept
-        return dropped
+        """The agent's messages still queued for Plivo (not yet written): dropped."""
+        return self.io.plivo.purge(AGENT)
 
     # --- Mirror's own messages to Plivo --------------------------------------------------------
 

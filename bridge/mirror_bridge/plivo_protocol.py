@@ -20,7 +20,6 @@ MULAW = "audio/x-mulaw"
 L16 = "audio/x-l16"
 ALLOWED_FORMATS: frozenset[tuple[str, int]] = frozenset({(MULAW, 8000), (L16, 8000), (L16, 16000)})
 OUTBOUND_EVENTS: frozenset[str] = frozenset({"playAudio", "checkpoint", "clearAudio", "sendDTMF"})
-DTMF_CHARS = frozenset("0123456789*#")
 
 
 class PlivoProtocolError(ValueError):
@@ -364,7 +363,9 @@ def parse_frame(text: str | bytes) -> PlivoEvent:
     return parse_event(decode_frame(text))
 
 
-# --- outbound (bridge -> Plivo), exactly as the notes give them (§2.3) -------------------------
+# --- outbound (bridge -> Plivo), exactly as the notes give them (§2.3); the only place Mirror's
+# own Plivo messages are built (the session's outbox uses them). The agent's sendDTMF is relayed
+# as it came (`check_outbound`): the bridge sends no DTMF of its own. -------------------------
 
 
 def play_audio(audio: bytes, content_type: str = MULAW, sample_rate: int = 8000) -> dict[str, Any]:
@@ -389,12 +390,6 @@ def checkpoint(stream_id: str | None, name: str) -> dict[str, Any]:
 
 def clear_audio(stream_id: str | None) -> dict[str, Any]:
     return {"event": "clearAudio", "streamId": stream_id}
-
-
-def send_dtmf(digits: str) -> dict[str, Any]:
-    if not digits or not set(digits) <= DTMF_CHARS:
-        raise ValueError(f"DTMF digits are 0-9, * and #: {digits!r}")
-    return {"event": "sendDTMF", "dtmf": digits}
 
 
 def check_outbound(message: dict[str, Any]) -> str:

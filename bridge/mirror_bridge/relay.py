@@ -157,12 +157,7 @@ class CallRelay:
         )
         to_agent = _Writer("agent", conn.send, size, agent_push.write_now if agent_push else None)
         ctx = CallContext(start.call_id, start.stream_id, number, tenant, start.media_format, start)
-        io = SessionIO(
-            send_plivo=to_plivo.put,
-            send_agent=to_agent.put,
-            offer_plivo=to_plivo.offer,
-            offer_agent=to_agent.offer,
-        )
+        io = SessionIO(plivo=to_plivo, send_agent=to_agent.put, offer_agent=to_agent.offer)
         session = self.session_factory(ctx, io)
         self.session = session
         log.info(

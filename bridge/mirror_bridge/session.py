@@ -11,8 +11,9 @@ current turn is being scored its messages are held, for at most `hold_budget_s` 
 runs out first, they are released anyway and the expiry is counted (speech fails open; a late
 `intervene` still clears them at Plivo). A scoring failure releases them too (counted). A new
 `mirror.turn` releases the previous turn's held audio first, so turns never reorder. Everything
-bound for Plivo goes through one ordered outbox written by one task: released audio can never be
-overtaken by newer audio, and nothing is sent twice.
+bound for Plivo goes into one ordered queue (`SessionIO.plivo`, the relay's writer), which never
+makes the session wait: released audio can never be overtaken by newer audio, and nothing is
+sent twice.
 
 **Intervention** on `intervene`: the turn's held and queued audio is dropped and `clearAudio` is
 queued at once; the correction is requested (GenerateCorrection) in parallel with the buffer
@@ -46,8 +47,8 @@ every further `caller_silence_s`; any caller activity starts a new count.
 
 **Close** (stop, hang-up, socket close; idempotent, safe from several paths at once): pending
 waits fail with `ended`, in-flight function calls get up to `close_grace_s` (a correction being
-fetched is still stored by GenerateCorrection), what is queued for Plivo is handed to the relay
-(which sends it while the socket lasts), then the final state is written and `CallEnded` emitted
+fetched is still stored by GenerateCorrection; what is queued for Plivo is in the relay's queue,
+which sends it while the socket lasts), then the final state is written and `CallEnded` emitted
 once.
 
 **Typed throughout.** The session takes the relay's parsed events (`StartEvent` and the other
@@ -231,19 +232,12 @@ class CallSession(OutboxMixin, TurnHoldMixin, InterventionMixin, GateMixin, Sile
         turn = self._turn
         if turn is not None and turn.timer is not None:
             turn.timer.cancel()
-        if self._wake is not None:
-            self._wake.set()
         if self._tasks:  # correction fetches and scorings finish, so their results are stored
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.close_grace_s)
             for task in pending:
                 self.counts["tasks_cancelled_at_close"] += 1
                 task.cancel()
-        if self._writer is not None and self._wake is not None:
-            self._wake.set()  # what is queued for Plivo goes to the relay, which drains it
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer), self.config.close_grace_s)
-            except TimeoutError:
-                self._writer.cancel()
+        # what is queued for Plivo is in the relay's queue, which sends it while the socket lasts
         await self.call_end.finish(reason, self.summary())
 
     def summary(self) -> dict[str, int]:

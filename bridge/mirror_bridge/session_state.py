@@ -136,12 +136,6 @@ class SessionState:
         self._turn: Turn | None = None
         self._active: Intervention | None = None
         self._after_speech: list[dict[str, Any]] = []
-        self._outbox: deque[tuple[Origin, dict[str, Any]]] = deque()
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._sending = False
-        """The write loop is awaiting `send_plivo` (a message is between the outbox and the
-        relay): nothing may be offered past it."""
         self._plivo_gone = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._agent_lock = asyncio.Lock()

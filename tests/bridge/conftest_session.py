@@ -100,15 +100,20 @@ class Wire:
     agent: list[dict[str, Any]] = field(default_factory=list)
     plivo_at: list[float] = field(default_factory=list)
 
-    async def send_plivo(self, message: dict[str, Any]) -> None:
+    def enqueue(self, message: dict[str, Any], tag: str | None = None) -> bool:
+        """The Plivo queue (`outbound.PlivoQueue`): written at once."""
         self.plivo.append(message)
         self.plivo_at.append(time.monotonic())
+        return True
+
+    def purge(self, tag: str) -> int:
+        return 0  # nothing waits here
 
     async def send_agent(self, message: dict[str, Any]) -> None:
         self.agent.append(message)
 
     def io(self) -> SessionIO:
-        return SessionIO(send_plivo=self.send_plivo, send_agent=self.send_agent)
+        return SessionIO(plivo=self, send_agent=self.send_agent)
 
     def events(self) -> list[str]:
         return [m["event"] for m in self.plivo]

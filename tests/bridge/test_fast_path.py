@@ -521,27 +521,28 @@ def test_loop_inbox_runs_each_item_once_in_order_and_survives_a_failing_one(
 
 
 class OfferingWire:
-    """Recording sockets with the relay's offers: `room` messages fit, then offers say no
-    until `send_plivo` (the awaited path) is used."""
+    """Recording sockets as the relay's writers see them: Plivo's is the relay's own queue
+    (`_Writer`) over a push socket whose transport takes `room` messages at once, then says no
+    (its buffer is full) and the awaited send waits until `gate` opens; the agent's takes all."""
 
     def __init__(self, room: int) -> None:
         self.plivo: list[dict[str, Any]] = []
         self.agent: list[dict[str, Any]] = []
         self.room = room
-        self.offered = 0
+        self.written = 0
         self.gate = asyncio.Event()
 
-    def offer_plivo(self, message: dict[str, Any]) -> bool:
+    def write_now(self, text: str) -> bool:
         if self.room <= 0:
             return False
         self.room -= 1
-        self.offered += 1
-        self.plivo.append(message)
+        self.written += 1
+        self.plivo.append(json.loads(text))
         return True
 
-    async def send_plivo(self, message: dict[str, Any]) -> None:
+    async def send_text(self, text: str) -> None:
         await self.gate.wait()
-        self.plivo.append(message)
+        self.plivo.append(json.loads(text))
 
     def offer_agent(self, message: dict[str, Any]) -> bool:
         self.agent.append(message)
@@ -551,7 +552,8 @@ class OfferingWire:
         self.agent.append(message)
 
     def io(self) -> SessionIO:
-        return SessionIO(self.send_plivo, self.send_agent, self.offer_plivo, self.offer_agent)
+        queue = _Writer("plivo", self.send_text, 100, self.write_now)
+        return SessionIO(queue, self.send_agent, self.offer_agent)
 
 
 def test_session_hands_audio_over_at_once_and_never_reorders_when_the_queue_is_full() -> None:
@@ -562,19 +564,19 @@ def test_session_hands_audio_over_at_once_and_never_reorders_when_the_queue_is_f
         await session.on_start(start_event())
         for n in range(2):
             await session.on_agent_audio(frame(n))
-        assert wire.offered == 2 and session._writer is None  # no write loop, no task hop
-        for n in range(2, 5):  # full: the outbox and its write loop, which waits
+        assert wire.written == 2  # written at once: no task hop
+        for n in range(2, 5):  # the transport is full: queued behind the awaited send
             await session.on_agent_audio(frame(n))
-        wire.room = 10  # room again, but frames 2-4 are still ahead: no offer may pass them
+        wire.room = 10  # room again, but frames 2-4 are still ahead: nothing may pass them
         await session.on_agent_audio(frame(5))
-        assert wire.offered == 2
+        assert wire.written == 2
         wire.gate.set()
         await until(lambda: len(wire.plivo) == 6)
         assert [m["media"]["payload"] for m in wire.plivo] == [
             frame(n)["media"]["payload"] for n in range(6)
         ]
-        await session.on_agent_audio(frame(6))  # outbox drained: offered again
-        assert wire.offered == 3 and session.counts["agent_frames_sent"] == 7
+        await session.on_agent_audio(frame(6))  # queue drained: written at once again
+        assert wire.written == 3 and session.counts["agent_frames_sent"] == 7
         await session.close("stop")
 
     run(scenario())

@@ -200,11 +200,8 @@ def test_outbound_messages_exactly_as_documented() -> None:
         "name": "mirror-1-buffer",
     }
     assert pp.clear_audio("sid") == {"event": "clearAudio", "streamId": "sid"}
-    assert pp.send_dtmf("12#") == {"event": "sendDTMF", "dtmf": "12#"}
     with pytest.raises(ValueError):
         pp.play_audio(b"", "audio/x-mulaw", 16000)
-    with pytest.raises(ValueError):
-        pp.send_dtmf("12a")
     assert pp.check_outbound(pp.play_audio(b"\x00" * 160)) == "playAudio"
     with pytest.raises(pp.PlivoProtocolError):
         pp.check_outbound({"event": "media"})
@@ -295,3 +292,15 @@ def test_dynamodb_tenants_reads_the_item_shape_and_caches() -> None:
         assert await tenants.get("2") is None
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("given", "bidirectional"),
+    [({}, True), ({"bidirectional": False}, False), ({"bidirectional": "false"}, False)],
+)
+def test_start_says_whether_the_stream_is_bidirectional(
+    given: dict[str, object], bidirectional: bool
+) -> None:
+    start = {"callId": "c", "streamId": "s", **given}
+    event = pp.parse_event({"event": "start", "start": start})
+    assert isinstance(event, pp.StartEvent) and event.bidirectional is bidirectional

@@ -5,11 +5,13 @@ Pure asyncio with fakes (scripted transport with delays, FakeTTS, recording sock
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from mirror.models import CallContext
 from mirror.state import InMemoryStateStore
 from mirror_bridge.call_end import StoreStateWriter
+from mirror_bridge.outbound import _Writer
 from mirror_bridge.transport import FunctionError
 from tests.bridge.conftest import run
 from tests.bridge.conftest_session import (
@@ -381,17 +383,19 @@ def test_the_agent_sees_caller_events_and_its_own_acks_but_not_mirrors() -> None
 def test_close_lets_what_is_queued_for_plivo_go_out_first() -> None:
     async def scenario() -> None:
         session, wire, sink = make_session(FakeTransport())
-        sent: list[dict[str, object]] = []
+        sent: list[str] = []
 
-        async def slow_send(message: dict[str, object]) -> None:  # a busy socket
+        async def slow_send(message: str) -> None:  # a busy socket
             await asyncio.sleep(0.01)
             sent.append(message)
 
-        session.io = type(session.io)(send_plivo=slow_send, send_agent=wire.send_agent)
-        for n in range(5):
+        queue = _Writer("plivo", slow_send, 10)  # the relay's Plivo queue, on a busy socket
+        session.io = type(session.io)(plivo=queue, send_agent=wire.send_agent)
+        for n in range(5):  # queued behind the busy socket, in order
             await session.on_agent_audio(frame(n))
         await session.close("stop")
-        assert sent == [frame(n) for n in range(5)]  # none cut off by the close
+        await queue.finish(1.0)  # as the relay does after the session's close
+        assert sent == [json.dumps(frame(n), separators=(",", ":")) for n in range(5)]
         assert len(sink.events) == 1
 
     run(scenario())

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from mirror.local import load_template
 from mirror.state import DynamoDBStateStore, InMemoryStateStore
 from mirror_bridge.call_end import EventBridgeSink, InMemoryEventSink
-from mirror_bridge.relay import CallContext, SessionIO
+from mirror_bridge.relay import CallContext
 from mirror_bridge.session import CallSession
 from mirror_bridge.settings import Settings, SettingsError
 from mirror_bridge.tenants import TenantConfig
@@ -193,7 +193,7 @@ def test_sessions_carry_the_tenants_voice_policies_and_tools_to_the_functions() 
 
     async def scenario() -> None:
         wire = Wire()
-        session = sup(_relay_ctx(tenant), SessionIO(wire.send_plivo, wire.send_agent))
+        session = sup(_relay_ctx(tenant), wire.io())
         assert isinstance(session, CallSession) and list(sup.sessions) == [session]
         assert session.ctx.tenant_id == "acme" and session.ctx.call_id == "CA-1"
         assert session.config.hold_budget_s == 0.3

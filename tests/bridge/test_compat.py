@@ -198,10 +198,17 @@ def test_uvicorn_queues_reads_and_assembles_as_assumed() -> None:
             "frames": proto.frames == [] and proto.curr_msg_data_type in ("text", "bytes"),
             "max_size": compat.uvicorn_max_size(proto) == 4096,
         }
-        await asyncio.sleep(0.3)  # the client's messages queue meanwhile
-        seen["paused_before"] = proto.read_paused
-        seen["queued"], seen["ended"] = compat.take_uvicorn_queue(proto)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while proto.queue.empty():  # the client's first message, queued by uvicorn
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)
+        seen["paused_before"] = proto.read_paused  # uvicorn paused reading after it
+        queued, seen["ended"] = compat.take_uvicorn_queue(proto)
         seen["paused_after"] = proto.read_paused
+        if len(queued) < 2:  # the second came in a later read: reading resumed, so it comes
+            queued.append(await websocket.receive_bytes())
+        seen["queued"] = queued
         assert proto.write_now("written now")
         message = await websocket.receive_text()  # a fragmented message, through ASGI
         seen["fragmented"] = message
@@ -214,7 +221,6 @@ def test_uvicorn_queues_reads_and_assembles_as_assumed() -> None:
         async with connect(f"ws://{server.base}/ws") as conn:
             await conn.send("a")
             await conn.send(b"b")
-            await asyncio.sleep(0.5)
             assert await conn.recv() == "written now"
             await conn.send(["frag", "ment"])  # two frames: one message
             await conn.wait_closed()

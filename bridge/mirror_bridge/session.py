@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from mirror_bridge.agent_protocol import (
@@ -136,7 +137,9 @@ class CallSession(OutboxMixin, TurnHoldMixin, InterventionMixin, GateMixin, Sile
             )
         self._start_silence_watch()
 
-    def take_plivo_event(self, event: PlivoEvent | dict[str, Any]) -> Any:
+    def take_plivo_event(
+        self, event: PlivoEvent | dict[str, Any]
+    ) -> Coroutine[Any, Any, None] | None:
         """`on_plivo_event`, done at once when it can be (caller media, fifty a second, whose
         writer has room): None when it is done, else the coroutine that does it (or its rest),
         to be awaited before the next event. Caller media is never parsed here: its frame goes

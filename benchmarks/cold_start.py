@@ -28,13 +28,13 @@ SHARED = REPO / "shared"
 # Result key prefix -> (handler file relative to the repo root, the statement that does what
 # the first invocation does before its first request: build the AWS clients). One line each.
 HANDLERS: dict[str, tuple[str, str]] = {
-    "score_turn": ("functions/score_turn/app.py", "app.service().store.connect()"),
-    "gate_tool": ("functions/gate_tool/app.py", "app.service()"),
+    "score_turn": ("functions/score_turn/app.py", "app.deps.scorer().store.connect()"),
+    "gate_tool": ("functions/gate_tool/app.py", "app.deps.gate()"),
     "generate_correction": (
         "functions/generate_correction/app.py",
-        "app.service().store.connect()",
+        "app.deps.corrections().store.connect()",
     ),
-    "api": ("functions/api/app.py", "app.store().connect()"),
+    "api": ("functions/api/app.py", "app.deps.store().connect()"),
 }
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from mirror.llm import llm_settings_from_env
-from mirror.models import MirrorConfig, ScoreTurnEvent
+from mirror.models import MirrorConfig
 
 CONFIG_ENV = "MIRROR_CONFIG"
 OVERLAY_MEMO_SIZE = 256
@@ -36,7 +37,18 @@ def config_from_env(environ: Mapping[str, str] = os.environ) -> MirrorConfig:
     return config
 
 
-def config_for_event(base: MirrorConfig, event: ScoreTurnEvent) -> MirrorConfig:
+class EventOverlay(Protocol):
+    """What an event may overlay on the base config (ScoreTurn's and GateTool's events)."""
+
+    @property
+    def tenant_id(self) -> str | None: ...
+    @property
+    def policies(self) -> Sequence[str] | None: ...
+    @property
+    def irreversible_tools(self) -> Sequence[str] | None: ...
+
+
+def config_for_event(base: MirrorConfig, event: EventOverlay) -> MirrorConfig:
     """The base config with the event's tenant, policies and irreversible tools, if it has them
     (`config_overlay`). ScoreTurn's, GateTool's and the Api's events all read this way."""
     return config_overlay(base, event.tenant_id, event.policies, event.irreversible_tools)

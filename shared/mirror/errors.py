@@ -7,14 +7,16 @@ from typing import Any
 from pydantic import ValidationError
 
 
-def error_response(kind: str, message: str, fields: list[dict[str, str]] | None = None) -> dict:
+def error_response(
+    kind: str, message: str, fields: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {"type": kind, "message": message}
     if fields is not None:
         error["fields"] = fields
     return {"error": error}
 
 
-def validation_error_response(e: ValidationError) -> dict:
+def validation_error_response(e: ValidationError) -> dict[str, Any]:
     """Name every bad field by its dotted path ('tool_calls.0.id'); never echo the input value,
     which may hold caller PII."""
     fields = [

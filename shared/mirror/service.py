@@ -84,7 +84,8 @@ class ScoreTurnService:
         try:
             coro.send(None)
         except StopIteration as done:
-            return done.value
+            scored: ScoredTurn = done.value
+            return scored
         coro.close()
         raise RuntimeError("ScoreTurnService.ascore suspended without remote tiers")
 
@@ -153,8 +154,8 @@ class ScoreTurnService:
             config.history_limit,
         )
         if not recorded:  # a concurrent delivery of the same turn won the write
-            stored = self.store.get_verdict(ctx, turn_id, now)
-            return ScoredTurn(stored or verdict, turn_id, replayed=True)
+            winner = self.store.get_verdict(ctx, turn_id, now)
+            return ScoredTurn(winner or verdict, turn_id, replayed=True)
         return ScoredTurn(verdict, turn_id, replayed=False)
 
 

@@ -15,7 +15,7 @@ retries or catches. It logs the failure's type and a redacted message, and count
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mirror.fixes import workflow
@@ -68,7 +68,7 @@ def reset() -> None:
         _DEPS.clear()
 
 
-def dispatch(step: str, event: dict[str, Any], deps: FixDeps) -> dict[str, Any]:
+def dispatch(step: str, event: dict[str, Any], deps: FixDeps) -> Mapping[str, Any]:
     if not isinstance(event, dict) or not isinstance(event.get("state"), dict):
         raise ValueError("a FixPr task event is {'state': {...}, ...}")
     state = event["state"]
@@ -102,7 +102,9 @@ def _safe(count: Callable[..., None], logger: Any) -> Callable[..., None]:
     return emit
 
 
-def run(step: str, event: dict[str, Any], logger: Any, count: Callable[..., None]) -> dict:
+def run(
+    step: str, event: dict[str, Any], logger: Any, count: Callable[..., None]
+) -> dict[str, Any]:
     """One task invocation. `count(name, **dimensions)` emits a metric."""
     count = _safe(count, logger)
     state = event.get("state") if isinstance(event, dict) else None
@@ -119,4 +121,4 @@ def run(step: str, event: dict[str, Any], logger: Any, count: Callable[..., None
         raise
     count("FixSteps", step=step)
     logger.info("fix step done", extra={"keys": sorted(result)})
-    return result
+    return dict(result)  # the step's typed state, as the JSON object Step Functions gets

@@ -10,14 +10,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mirror.events import (  # noqa: F401 - the CallEnded model lives in mirror.events
-    CALL_ENDED,
-    EVENT_SOURCES,
-    AgentId,
-    CallEndedDetail,
-    CallEndedEnvelope,
-    parse_call_ended,
-)
+# The CallEnded model lives in mirror.events (the bridge and the Api send it); re-exported here.
+from mirror.events import CALL_ENDED as CALL_ENDED
+from mirror.events import EVENT_SOURCES as EVENT_SOURCES
+from mirror.events import AgentId as AgentId
+from mirror.events import CallEndedDetail as CallEndedDetail
+from mirror.events import CallEndedEnvelope as CallEndedEnvelope
+from mirror.events import parse_call_ended as parse_call_ended
 from mirror.models import Message
 
 Severity = Literal["high", "medium", "low"]

@@ -96,7 +96,9 @@ class ReportSettings(BaseModel):
     ) -> ReportSettings:
         """Raises ValueError naming the variable when one is malformed."""
         env = os.environ if environ is None else environ
-        raw = {k: env[v].strip() for k, v in cls.ENV.items() if env.get(v, "").strip()}
+        raw: dict[str, object] = {
+            k: env[v].strip() for k, v in cls.ENV.items() if env.get(v, "").strip()
+        }
         if intervention_threshold is not None:
             raw["intervention_threshold"] = intervention_threshold
         try:

@@ -140,7 +140,7 @@ class Deps:
                 built = self._built.get(name)
                 if built is None:
                     built = self._built[name] = build()
-        return built  # type: ignore[no-any-return]
+        return built
 
     # --- the parts -------------------------------------------------------------------------
 

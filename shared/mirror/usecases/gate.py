@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mirror.config import config_for_event
-from mirror.gate import GateOutcome, GateToolEvent, fail_safe
+from mirror.gate import FailureKind, GateOutcome, GateToolEvent, fail_safe
 from mirror.usecases.deps import Deps
 from mirror.usecases.failure import Failure
 
@@ -28,7 +28,7 @@ def gate_tools(
     """One decision per planned call; never raises. Synchronous (its remote tiers run their
     own event loop): from async code, call it in a worker thread."""
     try:
-        config = config_for_event(deps.base_config, event)  # type: ignore[arg-type] - same 3 fields
+        config = config_for_event(deps.base_config, event)
     except ValidationError as e:  # the event's policies do not compile: bad input
         return Failure.invalid(e)
     try:
@@ -38,7 +38,7 @@ def gate_tools(
     except Exception as e:  # noqa: BLE001 - a planned tool call always gets a decision
         built = deps.built_gate()
         lines = built.spoken_lines if built is not None else None
-        kind = "invalid_event" if _is_input_refusal(e) else "internal_error"
+        kind: FailureKind = "invalid_event" if _is_input_refusal(e) else "internal_error"
         detail = f"{type(e).__name__}: {e}"
         outcome = fail_safe(event, config, kind, detail, lines)
     return _input_refusals(event, config, outcome, deps)

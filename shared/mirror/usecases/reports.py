@@ -30,6 +30,8 @@ def report_call(deps: Deps, detail: CallEndedDetail) -> ReportOutcome | Retryabl
         from mirror.reports.store import ReportStoreError
         from mirror.state import StateStoreError
 
-        kind = "state_unavailable" if isinstance(e, StateStoreError | ReportStoreError) else None
-        failure = Failure(kind, str(e), log_detail=str(e)) if kind else Failure.unexpected(e)
+        if isinstance(e, StateStoreError | ReportStoreError):
+            failure = Failure("state_unavailable", str(e), log_detail=str(e))
+        else:
+            failure = Failure.unexpected(e)
         return Retryable(failure, e)

@@ -27,10 +27,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mirror.fixes.errors import FixConflict, TransientError
-from mirror.fixes.store import FixStore
 from mirror.aws import client as aws_client
 from mirror.aws import error_code
+from mirror.fixes.errors import FixConflict, TransientError
+from mirror.fixes.store import FixStore
 
 _GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken", "ExecutionDoesNotExist"})
 

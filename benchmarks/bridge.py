@@ -94,9 +94,10 @@ except ImportError:  # pragma: no cover - websockets' pure-Python fallback
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE_DIR = REPO / "bridge"
-sys.path[:0] = [str(BRIDGE_DIR), str(REPO)]  # mirror_bridge, and the tests' Plivo peer
+# mirror_bridge, and mirror_dev (the Plivo peer, the in-process transport) also without .venv
+sys.path[:0] = [str(BRIDGE_DIR), str(REPO / "dev")]
 # The frames the load writes and its between-frames check are the bridge's own (tested against
-# websockets' parser in tests/bridge/test_push.py), not a second copy.
+# websockets' parser in tests/integration/test_push.py), not a second copy.
 from mirror_bridge.compat import between_frames  # noqa: E402
 from mirror_bridge.framing import frame  # noqa: E402
 
@@ -161,9 +162,10 @@ def serve(
     from mirror_bridge.call_end import InMemoryEventSink
     from mirror_bridge.settings import Settings
     from mirror_bridge.tenants import StaticTenants, TenantConfig
-    from mirror_bridge.transport import SCORE_TURN, InProcessTransport, load_handler_module
+    from mirror_bridge.transport import SCORE_TURN
     from mirror_bridge.tts import OfflineTTS
     from mirror_bridge.wiring import build_session_factory
+    from mirror_dev.in_process import InProcessTransport, load_handler_module
 
     logging.basicConfig(level=logging.ERROR)
     stamps: dict[str, dict[str, Any]] = {}
@@ -635,7 +637,7 @@ class PeerSocket(_Socket):
     async def run(self, url: str, start_at: float) -> None:
         """Connect (V3-signed upgrade) at `start_at`, start, send every frame, stop after the
         last echoes, and wait for the bridge to close the stream."""
-        from tests.bridge.plivo_peer import signed_headers
+        from mirror_dev.plivo_peer import signed_headers
 
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         uri = parse_uri(url)

@@ -4,9 +4,11 @@ In the image (bridge/Dockerfile) uvicorn serves the factory:
 
     uvicorn main:build_app --factory --host 0.0.0.0 --port 8080 --proxy-headers ...
 
-For a local run from the repository root (the core library `mirror` installed in .venv), with
-the functions in-process against a moto server (`moto_server -p 5000`, the call table created
-as template.yaml defines it) and offline speech:
+For a local run from the repository root (`make venv`: the core library `mirror` and the
+development package `mirror_dev` installed in .venv), with the functions in-process against a
+moto server (`moto_server -p 5000`, the call table created as template.yaml defines it) and
+offline speech. `BRIDGE_MODE=local` takes its in-process transport from `mirror_dev`, which the
+image does not ship: there it stops at start-up saying so.
 
     AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=testing \\
     AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \\

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create or update .venv (Python 3.12) with requirements-dev.txt and `-e .`.
+# Create or update .venv (Python 3.12) with requirements-dev.txt, `-e .` (the core library
+# `mirror`) and `-e dev` (the development package `mirror_dev`, never shipped).
 # Fast no-op when .venv/.installed matches the hash of the dependency files.
 set -euo pipefail
 
@@ -7,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=.venv
 STAMP="$VENV/.installed"
-INPUTS=(requirements-dev.txt layers/deps/requirements.txt pyproject.toml)
+INPUTS=(requirements-dev.txt layers/deps/requirements.txt pyproject.toml dev/pyproject.toml)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -86,8 +87,8 @@ EOF
 fi
 
 rm -f "$STAMP"
-say "installing requirements-dev.txt and -e ."
+say "installing requirements-dev.txt, -e . and -e dev"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -r requirements-dev.txt -e .
+    -r requirements-dev.txt -e . -e dev
 echo "$want" >"$STAMP"
 say "done."

@@ -4,11 +4,11 @@ What runs, all on 127.0.0.1:
 - moto in server mode: the call table (created from template.yaml's `CallStateTable`), the
   number's tenant item in it, and an EventBridge rule that sends `CallEnded` to an SQS queue;
 - the bridge app under uvicorn, with the production `CallSession` per call: ScoreTurn, GateTool
-  and GenerateCorrection run in-process (`InProcessTransport`, the real handlers from
+  and GenerateCorrection run in-process (`mirror_dev.in_process`, the real handlers from
   `functions/`) against the moto server, the final call state goes to the same table and
   `CallEnded` to moto's EventBridge;
-- the scripted agent (`tests/bridge/scripted_agent.py`), a WebSocket server the bridge dials;
-- the Plivo peer (`tests/bridge/plivo_peer.py`): Plivo's answer webhook, then the signed
+- the scripted agent (`mirror_dev.scripted_agent`), a WebSocket server the bridge dials;
+- the Plivo peer (`mirror_dev.plivo_peer`): Plivo's answer webhook, then the signed
   bidirectional audio stream; it plays what it gets faster than real time (`--speed`).
 
 The call has one mistake: the caller changes "large" to "medium"; the agent reads it back
@@ -218,7 +218,7 @@ def _warm_handlers() -> dict[str, list[Any]]:
     """The three handlers from functions/, each invoked once on a warm-up call (its own
     partition, tenant `warm-up`) so the demo call meets warm containers, as a Lambda with
     provisioned concurrency would: the first verdicts come within the 100 ms hold budget."""
-    from mirror_bridge.transport import LambdaContext, load_handler_module
+    from mirror_dev.in_process import LambdaContext, load_handler_module
 
     turn = {
         "call_id": "warm-up", "tenant_id": "warm-up", "turn_id": "w1",
@@ -265,9 +265,9 @@ def start_stack() -> DemoStack:
     from mirror_bridge.call_end import EventBridgeSink
     from mirror_bridge.settings import Settings
     from mirror_bridge.tenants import DynamoDBTenants
-    from mirror_bridge.transport import InProcessTransport
     from mirror_bridge.tts import OfflineTTS
     from mirror_bridge.wiring import build_session_factory
+    from mirror_dev.in_process import InProcessTransport
 
     log = ListHandler()
     logging.getLogger().addHandler(log)
@@ -389,7 +389,7 @@ class CallRecord:
 
 def answer_webhook(base_url: str, call_id: str) -> tuple[int, str]:
     """Plivo's answer request for an inbound call to NUMBER, V3-signed."""
-    from tests.bridge.plivo_peer import signed_headers
+    from mirror_dev.plivo_peer import signed_headers
 
     url = f"{base_url}/plivo/answer"
     form = {"CallUUID": call_id, "From": "14155550100", "To": f"+{NUMBER}",
@@ -403,8 +403,8 @@ def answer_webhook(base_url: str, call_id: str) -> tuple[int, str]:
 
 async def play_call(stack: DemoStack, speed: float, timeout_s: float) -> CallRecord:
     from mirror_bridge.tenants import TenantConfig, tenant_item
-    from tests.bridge.plivo_peer import PlivoPeer
-    from tests.bridge.scripted_agent import ScriptedAgent
+    from mirror_dev.plivo_peer import PlivoPeer
+    from mirror_dev.scripted_agent import ScriptedAgent
 
     recorder = stack.recorder
 
@@ -874,8 +874,8 @@ def post_call_report(result: DemoResult) -> None:
     import boto3
 
     from mirror.models import CallContext
-    from mirror.reports.demo import show_post_call
     from mirror.state import DynamoDBStateStore
+    from mirror_dev.reports_demo import show_post_call
 
     out = result.out
     out.write("\n== After the call: the post-call report and the fix workflow ==\n")

@@ -4,8 +4,8 @@
     .venv/bin/python scripts/demo_post_call.py --no-approve  # stop at the approval step
 
 Everything runs in-process on moto with dummy credentials (nothing leaves the machine): the call
-table as template.yaml defines it, a seeded call (mirror.reports.demo.seed_demo_call), then
-mirror.reports.demo.show_post_call, which `make demo` also calls for its own call.
+table as template.yaml defines it, a seeded call (mirror_dev.reports_demo.seed_demo_call),
+then mirror_dev.reports_demo.show_post_call, which `make demo` also calls for its own call.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "shared"))
+sys.path[:0] = [str(REPO / "shared"), str(REPO / "dev")]
 
-from mirror.local import call_table_properties, create_call_table  # noqa: E402
-from mirror.reports.demo import seed_demo_call, show_post_call  # noqa: E402
+from mirror_dev.local import call_table_properties, create_call_table  # noqa: E402
+from mirror_dev.reports_demo import seed_demo_call, show_post_call  # noqa: E402
 
 ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

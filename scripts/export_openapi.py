@@ -23,10 +23,10 @@ OPENAPI_PATH = REPO / "functions" / "api" / "openapi.json"
 
 def load_app_module(name: str = "mirror_api_app_export") -> ModuleType:
     """The Api handler module, imported from its file (its directory is not a package)."""
-    shared = str(REPO / "shared")
-    if shared not in sys.path:
-        sys.path.insert(0, shared)
-    from mirror.local import import_file
+    for path in (str(REPO / "shared"), str(REPO / "dev")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    from mirror_dev.local import import_file
 
     return import_file(APP_PATH, name)
 

@@ -1,7 +1,8 @@
 """The bridge's local stack, shared by `scripts/demo_call.py` and `benchmarks/bridge.py`.
 
-- `add_paths()`: the bridge package (`bridge/`, not installed) and the checkout (for the Plivo
-  peer and scripted agent in `tests/bridge/`) on sys.path.
+- `add_paths()`: the bridge package (`bridge/`, not installed), the development package
+  (`dev/`: the Plivo peer, the scripted agent, the in-process transport; installed by
+  `make venv`, on the path here all the same) and the checkout on sys.path.
 - `MotoServer`: moto in server mode on a free loopback port, the call table created from
   template.yaml's definition, an EventBridge rule sending `CallEnded` to an SQS queue so the
   event can be read back.
@@ -27,6 +28,7 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE_DIR = REPO / "bridge"
+DEV_DIR = REPO / "dev"
 TEMPLATE = REPO / "template.yaml"
 REGION = "us-east-1"
 DUMMY_ENV = {
@@ -39,7 +41,7 @@ CALL_ENDED_PATTERN = {"source": ["mirror.bridge"], "detail-type": ["CallEnded"]}
 
 
 def add_paths() -> None:
-    for path in (str(REPO), str(BRIDGE_DIR)):
+    for path in (str(REPO), str(BRIDGE_DIR), str(DEV_DIR)):
         if path not in sys.path:
             sys.path.insert(0, path)
 
@@ -82,7 +84,7 @@ class MotoServer:
     def start(self) -> MotoServer:
         from moto.server import ThreadedMotoServer
 
-        from mirror.local import call_table_properties, create_call_table
+        from mirror_dev.local import call_table_properties, create_call_table
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()

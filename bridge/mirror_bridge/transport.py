@@ -3,34 +3,26 @@
 `FunctionTransport.invoke(name, payload, timeout_s)` returns the function's JSON answer or raises
 `FunctionError`: a timeout, a Lambda function error, an unreadable answer, and the functions' own
 `{"error": {...}}` answers all raise, so the session applies one set of failure rules (speech
-fails open, irreversible tools hold). Blocking clients (boto3, the in-process handlers) run in a
-bounded thread pool and hand their answers back through the loop's `LoopInbox`: the event loop,
-which carries every call's audio, never waits on them, a burst of calls cannot start unbounded
-threads, and an answer is taken at the loop's next audio frame.
+fails open, irreversible tools hold). Blocking clients (boto3 here; locally the in-process
+handlers of `mirror_dev.in_process`, which the image does not ship) run in a bounded thread pool
+and hand their answers back through the loop's `LoopInbox`: the event loop, which carries every
+call's audio, never waits on them, a burst of calls cannot start unbounded threads, and an
+answer is taken at the loop's next audio frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import sys
 import threading
-import time
-import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from mirror import aws
-from mirror.local import import_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +31,6 @@ GATE_TOOL = "gate_tool"
 GENERATE_CORRECTION = "generate_correction"
 FUNCTION_NAMES: tuple[str, ...] = (SCORE_TURN, GATE_TOOL, GENERATE_CORRECTION)
 DEFAULT_MAX_WORKERS = 16
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ErrorKind = Literal["timeout", "function_error", "error_response", "invalid_response", "transport"]
 
@@ -77,32 +68,8 @@ GIL_SWITCH_INTERVAL_S = 0.0001
 """The GIL's switch interval while no in-process handler runs (the relay sets it at the first
 call): how long a thread holding the GIL (boto3's work on the pool, speech) may keep the event
 loop, and every call's audio, waiting when it wants the GIL back, and how long a function call's
-thread waits for it to start. Python's default, 5 ms, is a quarter of an audio frame."""
-HANDLER_SWITCH_INTERVAL_S = 0.002
-"""The switch interval while an in-process handler runs (`InProcessTransport`): ScoreTurn's
-~1 ms runs to its end rather than in 0.1 ms slices between audio frames (the loop waits at most
-this long for the GIL; the verdict comes back sooner)."""
-
-_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
-_handlers_running = 0
-_handlers_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _handler_running() -> Iterator[None]:
-    """Around an in-process handler, in its thread: `HANDLER_SWITCH_INTERVAL_S` while any runs."""
-    global _handlers_running
-    with _handlers_lock:
-        _handlers_running += 1
-        if _handlers_running == 1:
-            sys.setswitchinterval(HANDLER_SWITCH_INTERVAL_S)
-    try:
-        yield
-    finally:
-        with _handlers_lock:
-            _handlers_running -= 1
-            if _handlers_running == 0:
-                sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+thread waits for it to start. Python's default, 5 ms, is a quarter of an audio frame. The
+local transport (`mirror_dev.in_process`) raises it while one of its handlers runs."""
 
 
 class LoopInbox:
@@ -151,7 +118,7 @@ def loop_inbox(loop: asyncio.AbstractEventLoop | None = None) -> LoopInbox:
     return inbox
 
 
-def _settle(
+def settle(
     done: asyncio.Future[Any], result: Any, error: BaseException | None, cancelled: bool = False
 ) -> None:
     """A pool call's outcome onto its future, on the loop; nothing if the caller gave up."""
@@ -165,7 +132,7 @@ def _settle(
         done.set_result(result)
 
 
-def _hand_back(inbox: LoopInbox, fn: Callable[..., None], *args: Any) -> None:
+def hand_back(inbox: LoopInbox, fn: Callable[..., None], *args: Any) -> None:
     """`inbox.post` from a pool thread; a loop already gone (shutdown) has nobody waiting."""
     try:
         inbox.post(fn, *args)
@@ -188,7 +155,7 @@ async def _run_bounded(
             outcome: tuple[Any, BaseException | None] = (fn(), None)
         except BaseException as e:  # raised on the loop, as run_in_executor would
             outcome = (None, e)
-        _hand_back(inbox, _settle, done, *outcome)
+        hand_back(inbox, settle, done, *outcome)
 
     work = pool.submit(call)
     done.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
@@ -269,159 +236,6 @@ class LambdaTransport:
             self._pool, name, timeout_s, lambda: self._invoke_sync(name, payload)
         )
         return check_answer(name, answer)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-@dataclass
-class LambdaContext:
-    """What the handlers (and Powertools) read from a Lambda context."""
-
-    function_name: str
-    deadline: float
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def load_handler_module(name: str, root: Path = REPO_ROOT) -> ModuleType:
-    """`functions/<name>/app.py`, imported by path under a unique module name: each copy has
-    its own lazily built service, like its own Lambda container."""
-    return import_file(root / "functions" / name / "app.py", f"mirror_fn_{name}")
-
-
-Handler = Callable[[dict[str, Any], Any], Any]
-
-
-class InProcessTransport:
-    """The same three handlers, run in this process (locally, against moto).
-
-    A Lambda container runs one invocation at a time and the handlers rely on it (the
-    correction handler keeps one event loop per container), so each function gets `containers`
-    independent copies of its handler, each used by one invocation at a time, all on one bounded
-    pool."""
-
-    def __init__(
-        self,
-        handlers: Mapping[str, Handler | list[Handler]] | None = None,
-        *,
-        containers: int = 2,
-        max_workers: int | None = None,
-        root: Path = REPO_ROOT,
-    ) -> None:
-        if containers < 1:
-            raise ValueError("containers must be at least 1")
-        self._pool = ThreadPoolExecutor(
-            max_workers=max_workers or containers * len(FUNCTION_NAMES),
-            thread_name_prefix="fn",
-        )
-        self._root = root
-        self._containers = containers
-        self._given = dict(handlers) if handlers is not None else None
-        self._free: dict[str, asyncio.Queue[Handler]] = {}
-        self._build_lock = asyncio.Lock()
-
-    @property
-    def max_workers(self) -> int:
-        return self._pool._max_workers
-
-    async def _queue(self, name: str) -> asyncio.Queue[Handler]:
-        async with self._build_lock:
-            if name not in self._free:
-                handlers: list[Handler]
-                if self._given is not None:
-                    if name not in self._given:
-                        raise FunctionError(name, "transport", "no handler for this name")
-                    given = self._given[name]
-                    handlers = list(given) if isinstance(given, list) else [given]
-                else:
-                    loop = asyncio.get_running_loop()
-                    modules = await asyncio.gather(
-                        *(
-                            loop.run_in_executor(self._pool, load_handler_module, name, self._root)
-                            for _ in range(self._containers)
-                        )
-                    )
-                    handlers = [m.lambda_handler for m in modules]
-                queue: asyncio.Queue[Handler] = asyncio.Queue()
-                for handler in handlers:
-                    queue.put_nowait(handler)
-                self._free[name] = queue
-            return self._free[name]
-
-    async def warm(self, names: tuple[str, ...] = FUNCTION_NAMES) -> None:
-        """Load the handlers now: a cold import takes far longer than a turn's hold budget."""
-        for name in names:
-            await self._queue(name)
-
-    async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                queue = self._free.get(name) or await self._queue(name)
-                handler = await queue.get()
-                answer = await self._run(queue, handler, name, json.dumps(payload), deadline)
-        except TimeoutError:
-            raise FunctionError(name, "timeout", f"no answer within {timeout_s:.3f} s") from None
-        except FunctionError:
-            raise
-        except Exception as e:
-            raise FunctionError(name, "function_error", f"{type(e).__name__}: {e}") from e
-        return check_answer(name, answer)
-
-    def _run(
-        self,
-        queue: asyncio.Queue[Handler],
-        handler: Handler,
-        name: str,
-        event_json: str,
-        deadline: float,
-    ) -> asyncio.Future[Any]:
-        """The handler in the pool; its container goes back to `queue` only once it is really
-        done (a timed-out call keeps it until it returns), and the answer and the container
-        come back to the loop in one wake-up, scheduled by the worker before it lets go of the
-        handler's GIL priority. Cancelling the result cancels the call if it has not started.
-        A JSON round trip each way, in the worker: the handler sees what Lambda would hand it
-        and its answer comes back as Lambda would return it (never shared objects), and the
-        loop, which carries the audio, does none of that work. The answer comes back through the
-        loop's `LoopInbox`."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-
-        def back(*outcome: Any) -> None:  # on the loop
-            queue.put_nowait(handler)
-            _settle(done, *outcome)
-
-        inbox = loop_inbox(loop)
-
-        def hand_back(*outcome: Any) -> None:
-            _hand_back(inbox, back, *outcome)
-
-        def call() -> None:  # in the worker thread, to the hand-back with its GIL priority
-            with _handler_running():
-                try:
-                    context = LambdaContext(function_name=name, deadline=deadline)
-                    answer = handler(json.loads(event_json), context)
-                    hand_back(json.loads(json.dumps(answer)), None)
-                except BaseException as e:  # as Lambda reports it: the call failed
-                    hand_back(None, e)
-
-        work = self._pool.submit(call)
-        # The CPU to the worker now: on a one-vCPU task it would otherwise wait for the loop's
-        # time slice to end (~0.1-0.3 ms under load). The handler takes the GIL the loop gives
-        # up here and holds it to its end (`HANDLER_SWITCH_INTERVAL_S`) as it would anyway.
-        _yield_cpu()
-        # cancelled before it started (the caller gave up): the container comes back all the same
-        work.add_done_callback(lambda w: hand_back(None, None, True) if w.cancelled() else None)
-        done.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
-        return done
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -5,10 +5,14 @@ settings (the task definition's environment) unless a collaborator is passed in:
 
 | part      | `BRIDGE_MODE=aws` (the default)           | `BRIDGE_MODE=local`                      |
 |-----------|-------------------------------------------|------------------------------------------|
-| transport | `LambdaTransport` (`*_FUNCTION` names)    | `InProcessTransport` (functions/*)       |
+| transport | `LambdaTransport` (`*_FUNCTION` names)    | `InProcessTransport` (functions/*) [1]   |
 | tts       | `PollyTTS` (`TTS_ENGINE=offline` changes) | `OfflineTTS` (espeak-ng or the clips)    |
 | store     | `DynamoDBStateStore(CALL_TABLE)`          | the same (moto via `AWS_ENDPOINT_URL`)   |
 | events    | `EventBridgeSink(EVENT_BUS_NAME)`         | the same if set, else only logged        |
+
+[1] from the development package `mirror_dev` (dev/, installed in the checkout's .venv by
+`make venv`), imported only in local mode: the image ships `mirror` and `mirror_bridge` alone,
+so `BRIDGE_MODE=local` there fails at start-up saying what to install.
 
 A setting the chosen collaborators need and do not have fails here, at start-up, with every
 missing variable named; nothing is discovered on the first call. The in-process functions read
@@ -44,7 +48,7 @@ from mirror_bridge.relay import CallContext, SessionIO
 from mirror_bridge.session import BridgeSessionConfig, CallSession
 from mirror_bridge.settings import Settings, SettingsError
 from mirror_bridge.tenants import TenantConfig
-from mirror_bridge.transport import FunctionTransport, InProcessTransport, LambdaTransport
+from mirror_bridge.transport import FunctionTransport, LambdaTransport
 from mirror_bridge.tts import TTS, BufferLineCache, OfflineTTS, PlivoRestSpeaker, PollyTTS
 
 log = logging.getLogger("mirror_bridge.wiring")
@@ -125,8 +129,9 @@ class Supervision:
     async def warm(self) -> None:
         """Before the first call: load in-process handlers, render the default buffer line.
         A failure is logged, not raised (the first intervention renders the line itself)."""
-        if isinstance(self.transport, InProcessTransport):
-            await self.transport.warm()
+        warm = getattr(self.transport, "warm", None)  # the in-process transport's
+        if callable(warm):
+            await warm()
         try:
             await self.buffer_lines.get(self.mirror.buffer_text, BridgeSessionConfig.voice)
         except Exception as e:
@@ -199,7 +204,7 @@ def build_session_factory(
             }
             transport = LambdaTransport(names, max_workers=settings.function_workers)
         else:
-            transport = InProcessTransport(max_workers=settings.function_workers)
+            transport = local_transport(settings)
     if store is None:
         assert settings.call_table  # checked above
         store = DynamoDBStateStore(settings.call_table)
@@ -222,6 +227,26 @@ def build_session_factory(
         buffer_lines=buffer_lines,
         rest=rest_speaker(environ, settings.auth_token),
     )
+
+
+LOCAL_TRANSPORT_MISSING = (
+    "BRIDGE_MODE=local needs the development package mirror_dev (dev/mirror_dev in a Mirror "
+    "checkout: `make venv`, or `pip install -e dev`); the bridge image does not ship it, "
+    "use BRIDGE_MODE=aws there"
+)
+
+
+def local_transport(settings: Settings) -> FunctionTransport:
+    """`BRIDGE_MODE=local`'s transport: the handlers from functions/* in this process
+    (`mirror_dev.in_process.InProcessTransport`). Imported here, on use: the development
+    package is not in the image. Raises SettingsError, one line, when it is not installed."""
+    try:
+        from mirror_dev.in_process import InProcessTransport
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != "mirror_dev":
+            raise  # mirror_dev is there but something it imports is not: not this error
+        raise SettingsError(LOCAL_TRANSPORT_MISSING) from None
+    return InProcessTransport(max_workers=settings.function_workers)
 
 
 def rest_speaker(environ: Mapping[str, str], auth_token: str) -> PlivoRestSpeaker | None:

@@ -1,12 +1,13 @@
 """The offline demo: replay a recorded call through the real handlers, no AWS account.
 
-`make demo` runs `python -m mirror.demo [--call PATH]`. It starts moto in-process, creates the
-call-state table as template.yaml defines it, imports the ScoreTurn, GateTool and
-GenerateCorrection handlers from this checkout and sends ScoreTurn one event per agent turn of
-the recording, in stored-history mode (each event carries only the turn: call_id, tenant_id,
-turn_id, customer_text, agent_text, tool_calls). A turn with planned tool calls also goes to
-GateTool; an intervention goes to GenerateCorrection (templates: no LLM is configured). It
-prints the timeline with each verdict, then what DynamoDB holds for the call.
+`python -m mirror_dev.demo [--call PATH]` (`make demo` runs a whole call through the bridge
+instead: scripts/demo_call.py). It starts moto in-process, creates the call-state table as
+template.yaml defines it, imports the ScoreTurn, GateTool and GenerateCorrection handlers from
+this checkout and sends ScoreTurn one event per agent turn of the recording, in stored-history
+mode (each event carries only the turn: call_id, tenant_id, turn_id, customer_text, agent_text,
+tool_calls). A turn with planned tool calls also goes to GateTool; an intervention goes to
+GenerateCorrection (templates: no LLM is configured). It prints the timeline with each verdict,
+then what DynamoDB holds for the call.
 
 Nothing leaves the process: dummy credentials, moto's in-process mock, no endpoint. Powertools
 output (JSON logs, EMF metrics on stdout) is swallowed so the timeline stays readable; the
@@ -35,11 +36,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mirror.local import call_table_properties, create_call_table, import_file
 from mirror.models import AgentMessage, CallContext, CustomerMessage, Message, ToolMessage
+from mirror_dev.local import call_table_properties, create_call_table, import_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-"""shared/mirror/demo.py -> the checkout (the layer's symlink resolves to shared/mirror too)."""
+"""dev/mirror_dev/demo.py -> the checkout (the development package is installed editable)."""
 HANDLER_PATH = Path("functions/score_turn/app.py")
 GATE_HANDLER_PATH = Path("functions/gate_tool/app.py")
 CORRECTION_HANDLER_PATH = Path("functions/generate_correction/app.py")
@@ -98,9 +99,10 @@ def find_checkout(root: Path = REPO_ROOT) -> Path:
     missing = [str(p) for p in (HANDLER_PATH, TEMPLATE_PATH) if not (root / p).is_file()]
     if missing:
         raise DemoError(
-            f"mirror.demo needs a Mirror checkout: {', '.join(missing)} not found under {root}. "
-            "Run `make demo` (or `python -m mirror.demo`) from a git checkout with the package "
-            "installed in editable mode (`pip install -e .`), not from a built layer or wheel."
+            f"mirror_dev.demo needs a Mirror checkout: {', '.join(missing)} not found under "
+            f"{root}. "
+            "Run `python -m mirror_dev.demo` from a git checkout with the development package "
+            "installed in editable mode (`make venv`), not from a built layer, image or wheel."
         )
     return root
 
@@ -383,7 +385,7 @@ def replay(root: Path, messages: Sequence[Message], call_name: str, console: Con
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mirror.demo",
+        prog="python -m mirror_dev.demo",
         description="Replay a recorded call through the real ScoreTurn handler, offline.",
     )
     parser.add_argument(

@@ -37,8 +37,8 @@ from unittest.mock import patch
 
 from mirror.reports.models import CallEndedDetail, CallReport
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-"""shared/mirror/reports/demo.py -> the checkout (for the ASL file and the task handlers)."""
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""dev/mirror_dev/reports_demo.py -> the checkout (for the ASL file and the task handlers)."""
 REGION = "us-east-1"
 PROMPT_PATH = "prompts/system.md"
 DEMO_PROMPT = """\
@@ -154,7 +154,9 @@ def show_post_call(
     from mirror.fixes import tasks
     from mirror.fixes.approval import FixApprovals
     from mirror.fixes.store import FixStore
-    from mirror.reports.local import (
+    from mirror.reports.service import PostCallReportService, ReportSettings
+    from mirror.reports.store import DynamoDBReportStore, FixWorkflowStarter
+    from mirror_dev.reports_local import (
         create_reports_table,
         deploy_fix_pr,
         handlers_by_function,
@@ -163,8 +165,6 @@ def show_post_call(
         moto_for_workflows,
         reports_table_properties,
     )
-    from mirror.reports.service import PostCallReportService, ReportSettings
-    from mirror.reports.store import DynamoDBReportStore, FixWorkflowStarter
 
     out = out or sys.stdout
     suffix = uuid.uuid4().hex[:8]

@@ -7,7 +7,7 @@ tool-gate requests. Canned scripts: `echo` (plays caller audio straight back; be
 takes the garlic bread back, and `place_order` keeps it), and `retracted_pizza_order`: a mistake
 the real Tier 0 judge catches with no LLM (its retraction check reads a take-back within one
 sentence, so "... garlic bread. Actually, no garlic bread." is not one; ScoreTurn allows that
-turn). tests/bridge/test_e2e.py plays `retracted_pizza_order` against the real handlers.
+turn). tests/e2e/test_e2e.py plays `retracted_pizza_order` against the real handlers.
 Standard library plus `websockets`.
 """
 

@@ -1,4 +1,5 @@
-"""The call table as template.yaml defines it, for the local stack and the tests (moto).
+"""The call table as template.yaml defines it, for the local stack and the tests (moto), and
+`import_file`, which loads a handler file (functions/*/app.py) by path.
 
 Reading the schema from the template keeps moto's table and the deployed one from drifting.
 PyYAML comes with the dev tools (cfn-lint); it is imported only here, on use.
@@ -51,14 +52,16 @@ def load_template(path: Path) -> dict[str, Any]:
 
     CfnLoader.add_multi_constructor("!", tag)
     with path.open(encoding="utf-8") as f:
-        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+        template: dict[str, Any] = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader
+    return template
 
 
 def call_table_properties(template: Path) -> dict[str, Any]:
     resources = load_template(template).get("Resources", {})
     if CALL_TABLE_RESOURCE not in resources:
         raise ValueError(f"{template} defines no {CALL_TABLE_RESOURCE}")
-    return resources[CALL_TABLE_RESOURCE]["Properties"]
+    props: dict[str, Any] = resources[CALL_TABLE_RESOURCE]["Properties"]
+    return props
 
 
 def create_call_table(client: Any, table_name: str, props: dict[str, Any]) -> None:

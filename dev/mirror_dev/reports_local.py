@@ -10,7 +10,7 @@ the JSON payload, and an exception becomes Lambda's error document with
 
 moto internals are used here (pinned `moto==5.2.*`): `LambdaSimpleBackend.invoke`,
 `MockAWS._mocks_active`, `default_user_config`; a test fails loudly if they move.
-Never imported by a Lambda function.
+Never imported by a Lambda function (the layer does not ship the development package).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.local import import_file, load_template
+from mirror_dev.local import import_file, load_template
 
 REPORTS_TABLE_RESOURCE = "ReportsTable"
 FIX_PR_STEPS: dict[str, str] = {
@@ -184,7 +184,8 @@ def deploy_fix_pr(
     )["Role"]["Arn"]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("README", "handlers run in-process (mirror.reports.local.in_process_lambdas)")
+        readme = "handlers run in-process (mirror_dev.reports_local.in_process_lambdas)"
+        z.writestr("README", readme)
     arns: dict[str, str] = {}
     names: dict[str, str] = {}
     for key, step in FIX_PR_STEPS.items():

@@ -15,7 +15,9 @@ import pytest
 
 from mirror.cli import main
 from mirror.evaluation import load_cases
-from tests.unit.test_llm_clients import OPENAI_URL, chat_completion, strict_http
+from tests.integration.test_llm_clients import OPENAI_URL, chat_completion, strict_http
+
+pytestmark = pytest.mark.unit
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "policy_gate_cases.jsonl"
 

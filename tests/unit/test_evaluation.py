@@ -18,6 +18,8 @@ import mirror.evaluation as evaluation
 from mirror.evaluation import Case, CaseError, load_cases, percentile, run_eval
 from mirror.models import MirrorConfig, Turn
 
+pytestmark = pytest.mark.unit
+
 ORDER = "#W1234567"
 OPENING = f"Hi, please cancel my order {ORDER}, I ordered it by mistake."
 HISTORY: list[dict[str, Any]] = [

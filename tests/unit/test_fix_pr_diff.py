@@ -13,6 +13,8 @@ from mirror.fixes.diff import apply, make_diff, parse, validate
 from mirror.fixes.errors import PatchRejected, RepoError, TransientError
 from mirror.fixes.repos import ChangeRequest, GitLabRepo
 
+pytestmark = pytest.mark.unit
+
 HEADER = "--- a/prompts/system.md\n+++ b/prompts/system.md\n"
 FILES = {
     "prompts/system.md": "line 1\nline 2\nline 3\n",

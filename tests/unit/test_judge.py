@@ -11,7 +11,9 @@ from mirror import config as config_module
 from mirror.config import config_for_event
 from mirror.judge import Finding, Judge, JudgeCache
 from mirror.models import MirrorConfig, ScoreTurnEvent, TierTimeouts, ToolCall, Turn
-from tests.unit.judge_helpers import call, judge, turn
+from tests.support.judge import call, judge, turn
+
+pytestmark = pytest.mark.unit
 
 UNCONFIRMED = turn(("customer", "Cancel order #W1."), calls=[call("cancel_order", order_id="#W1")])
 RUDE = turn(("customer", "hi"), agent_text="Delivery is free!")

@@ -9,6 +9,8 @@ from mirror.judge.base import key_words
 from mirror.judge.checks.confirmation import is_confirmation
 from mirror.judge.checks.retraction import active_retractions
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("line", "values"),

@@ -10,7 +10,9 @@ import pytest
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mirror.observability import count, function_metrics, traced
-from tests.unit.handler_helpers import emf_documents, emf_metric
+from tests.support.handlers import emf_documents, emf_metric
+
+pytestmark = pytest.mark.unit
 
 
 def test_count_is_one_document_with_its_own_dimensions(

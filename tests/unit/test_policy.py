@@ -4,7 +4,9 @@ import pytest
 
 from mirror.models import MirrorConfig
 from mirror.policy import PolicyError, compile_policies, parse_directive
-from tests.unit.judge_helpers import judge, turn
+from tests.support.judge import judge, turn
+
+pytestmark = pytest.mark.unit
 
 
 def test_directive_grammar() -> None:

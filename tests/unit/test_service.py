@@ -26,6 +26,8 @@ from mirror.models import (
 from mirror.service import ScoredTurn, ScoreTurnService
 from mirror.state import InMemoryStateStore
 
+pytestmark = pytest.mark.unit
+
 T0 = 1_700_000_000.0
 CALL = "CA-svc-1"
 TENANT = "pizzeria"

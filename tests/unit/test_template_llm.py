@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from mirror.local import load_template
-from tests.unit.conftest import TEMPLATE_PATH
+from tests.conftest import TEMPLATE_PATH
+
+pytestmark = pytest.mark.unit
 
 LLM_FUNCTIONS = (
     "ScoreTurnFunction",

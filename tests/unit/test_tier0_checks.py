@@ -8,7 +8,9 @@ import pytest
 
 from mirror.judge.checks.confirmation import is_confirmation
 from mirror.models import Verdict
-from tests.unit.judge_helpers import call, checks, judge, turn
+from tests.support.judge import call, checks, judge, turn
+
+pytestmark = pytest.mark.unit
 
 USER = json.dumps(
     {

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mirror.judge.checks.retraction import active_retractions
 from mirror.models import MirrorConfig
 from mirror.policy import compile_policies
 from mirror.prompt import build_judging_prompt
-from tests.unit.judge_helpers import call, checks, judge, turn
+from tests.support.judge import call, checks, judge, turn
+
+pytestmark = pytest.mark.unit
 
 
 def test_retracted_size_keeps_the_item() -> None:

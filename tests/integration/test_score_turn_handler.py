@@ -1,0 +1,444 @@
+"""The ScoreTurn Lambda handler, called for real against in-process moto DynamoDB.
+
+Each test imports functions/score_turn/app.py afresh under a unique module name, with its
+environment already set, so the module-level Logger/Metrics/config see the test's settings and
+the services its `deps` builds on first use (and their DynamoDB client) belong to this test's
+moto.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from mirror.local import import_file
+from mirror.models import CallContext, CustomerMessage, Verdict
+from mirror.state import DynamoDBStateStore
+from tests.conftest import REPO_ROOT
+from tests.support.handlers import (
+    PII_TEXT,
+    PII_VALUES,
+    CurrentStdout,
+    FakeContext,
+    emf_documents,
+    emf_metric,
+    error_fields,
+    reset_logger,
+)
+
+pytestmark = pytest.mark.integration
+
+HANDLER_PATH = REPO_ROOT / "functions" / "score_turn" / "app.py"
+EVENTS_DIR = REPO_ROOT / "events"
+SERVICE_NAME = "mirror-score-turn-test"
+"""Not the deployed name: the test owns (and resets) this stdlib logger."""
+NAMESPACE = "MirrorTest"
+REPLAY_WARNING = "ignore:No application metrics to publish:UserWarning"
+"""A replayed turn adds no metric, so Powertools warns on flush; expected, not under test."""
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CALL_TABLE", call_state_table)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    for name in ("MIRROR_CONFIG", "POWERTOOLS_METRICS_DISABLED", "POWERTOOLS_DEV"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("POWERTOOLS_LOGGER_LOG_EVENT", raising=False)
+    return call_state_table
+
+
+@pytest.fixture
+def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
+    """The handler module, imported fresh for this test (after capsys and the env are set)."""
+    reset_logger(SERVICE_NAME)
+    module = import_file(HANDLER_PATH, "score_turn_app")
+    try:
+        module.metrics.clear_metrics()  # drop leftovers of an earlier test
+        # pytest swaps capsys's stream between setup and call; log to whichever is current
+        for handler in logging.getLogger(SERVICE_NAME).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(CurrentStdout())
+        yield module
+    finally:
+        if hasattr(module, "metrics"):
+            module.metrics.clear_metrics()
+        sys.modules.pop(module.__name__, None)
+        reset_logger(SERVICE_NAME)
+
+
+@pytest.fixture
+def store(call_state_table: str, dynamodb_client: Any) -> DynamoDBStateStore:
+    """A reader of what the handler wrote (its own client on the same moto backend)."""
+    return DynamoDBStateStore(call_state_table, client=dynamodb_client)
+
+
+def invoke(app: ModuleType, event: Any, context: FakeContext | None = None) -> dict[str, Any]:
+    response = app.lambda_handler(event, context or FakeContext())
+    json.dumps(response)  # a Lambda response must be JSON-serializable
+    return response
+
+
+def ctx_of(event: dict[str, Any]) -> CallContext:
+    return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
+
+
+def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
+    return dynamodb_client.scan(TableName=table)["Items"]
+
+
+# --- the sample events ------------------------------------------------------------------------
+
+SAMPLE_EVENTS = {
+    "score_turn_allow.json": "allow",
+    "score_turn_intervene.json": "intervene",
+    "score_turn_block.json": "block",
+    "score_turn_bad_input.json": "invalid_event",
+}
+
+
+def test_every_sample_event_is_covered() -> None:
+    assert {p.name for p in EVENTS_DIR.glob("score_turn_*.json")} == set(SAMPLE_EVENTS)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, want in SAMPLE_EVENTS.items() if want != "invalid_event"]
+)
+def test_sample_event_verdict_is_recorded(
+    app: ModuleType, store: DynamoDBStateStore, name: str
+) -> None:
+    event = load_event(name)
+    response = invoke(app, event)
+
+    verdict = Verdict.model_validate(response)
+    assert verdict.decision == SAMPLE_EVENTS[name]
+    assert verdict.decided_by == "tier0" and verdict.latency_us["tier0"] > 0
+    if verdict.decision == "allow":
+        assert verdict.reasons == [] and verdict.blocked_tool_call_ids == []
+    elif verdict.decision == "intervene":
+        assert verdict.buffer_text
+        assert verdict.reasons[0].check == "operator_rule"
+        assert "guaranteed" in verdict.reasons[0].evidence
+        assert verdict.blocked_tool_call_ids == []
+    else:
+        assert verdict.blocked_tool_call_ids == ["c2"]
+        assert verdict.reasons[0].tool_call_id == "c2"
+        assert verdict.reasons[0].code == "ungrounded_value"
+
+    ctx = ctx_of(event)
+    now = time.time()
+    # the store starts empty, so it now holds exactly this turn: caller line, then agent turn
+    history = store.get_history(ctx, now, 500)
+    assert [m.role for m in history] == ["customer", "agent"]
+    assert history[0].text == event["customer_text"]
+    assert history[1].text == event["agent_text"]
+    assert [c.id for c in history[1].tool_calls] == [c["id"] for c in event["tool_calls"]]
+    recorded = store.list_verdicts(ctx, now)
+    assert [r.turn_id for r in recorded] == [event["turn_id"]]
+    assert recorded[0].verdict == verdict
+
+
+def test_sample_bad_input_is_a_structured_error(
+    app: ModuleType, dynamodb_client: Any, handler_env: str
+) -> None:
+    response = invoke(app, load_event("score_turn_bad_input.json"))
+    assert set(response) == {"error"}
+    assert response["error"]["type"] == "invalid_event"
+    assert error_fields(response) == {
+        "call_id",
+        "customer_text",
+        "tool_calls.0.id",
+        "tool_calls.0.arguments",
+    }
+    assert table_items(dynamodb_client, handler_env) == []
+
+
+# --- idempotency and cooldown ---------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings(REPLAY_WARNING)
+def test_retried_turn_returns_the_same_verdict_and_records_nothing(
+    app: ModuleType,
+    store: DynamoDBStateStore,
+    dynamodb_client: Any,
+    handler_env: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    event = load_event("score_turn_intervene.json")
+    first = invoke(app, event, FakeContext(aws_request_id="req-1"))
+    items = table_items(dynamodb_client, handler_env)
+    capsys.readouterr()
+
+    retry = invoke(app, copy.deepcopy(event), FakeContext(aws_request_id="req-2"))
+    assert retry == first  # identical, latency included: the stored verdict, not a re-run
+    assert retry["decision"] == "intervene" and not retry["cooldown_suppressed"]
+    assert table_items(dynamodb_client, handler_env) == items
+    assert len(store.list_verdicts(ctx_of(event), time.time())) == 1
+    # a replay is not counted again
+    docs = emf_documents(capsys.readouterr().out)
+    assert emf_metric(docs, "Verdicts") == [] and emf_metric(docs, "Tier0Latency") == []
+
+
+@pytest.mark.filterwarnings(REPLAY_WARNING)
+def test_turn_id_defaults_to_the_request_id(app: ModuleType, store: DynamoDBStateStore) -> None:
+    event = load_event("score_turn_intervene.json")
+    del event["turn_id"]
+    first = invoke(app, event, FakeContext(aws_request_id="req-7"))
+    assert invoke(app, event, FakeContext(aws_request_id="req-7")) == first  # Lambda's retry
+    assert [r.turn_id for r in store.list_verdicts(ctx_of(event), time.time())] == ["req-7"]
+
+
+def test_second_intervention_within_cooldown_is_suppressed(
+    app: ModuleType, store: DynamoDBStateStore
+) -> None:
+    first_event = load_event("score_turn_intervene.json")
+    second_event = {
+        **first_event,
+        "turn_id": "t-0004",
+        "history": [
+            *first_event["history"],
+            {"role": "agent", "text": first_event["agent_text"]},
+            {"role": "customer", "text": "Guaranteed? Really?"},
+        ],
+        "customer_text": "Guaranteed? Really?",
+        "agent_text": "Yes, delivery is guaranteed in 20 minutes.",
+    }
+    first = invoke(app, first_event)
+    second = invoke(app, second_event)
+
+    assert first["decision"] == "intervene" and not first["cooldown_suppressed"]
+    assert second["decision"] == "allow"
+    assert second["cooldown_suppressed"] is True
+    assert second["buffer_text"] is None
+    assert second["reasons"][0]["check"] == "operator_rule"  # still reported
+    recorded = store.list_verdicts(ctx_of(first_event), time.time())
+    assert [(r.turn_id, r.verdict.decision) for r in recorded] == [
+        ("t-0002", "intervene"),
+        ("t-0004", "allow"),
+    ]
+
+
+def test_stored_history_spans_invocations(app: ModuleType, store: DynamoDBStateStore) -> None:
+    """Events without history: the second turn is judged on what the first one stored."""
+    base = {"call_id": "CA-stored-1", "tenant_id": "pizzeria"}
+    first = invoke(
+        app,
+        {
+            **base,
+            "turn_id": "t1",
+            "customer_text": "A large pepperoni, actually make it medium.",
+            "agent_text": "Got it. Anything else?",
+        },
+    )
+    second = invoke(
+        app,
+        {
+            **base,
+            "turn_id": "t2",
+            "customer_text": "No, that's all.",
+            "agent_text": "One large pepperoni pizza coming up.",
+        },
+    )
+    assert first["decision"] == "allow"
+    assert second["decision"] == "intervene"
+    assert second["reasons"][0]["check"] == "retraction"
+    history = store.get_history(CallContext(call_id="CA-stored-1", tenant_id="pizzeria"), 0, 10)
+    assert [type(m) is CustomerMessage for m in history] == [True, False, True, False]
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+GOOD_EVENT: dict[str, Any] = {
+    "call_id": "CA-bad-1",
+    "tenant_id": "pizzeria",
+    "turn_id": "t1",
+    "customer_text": "Yes, please.",
+    "agent_text": "",
+    "tool_calls": [{"id": "c1", "name": "place_order", "args": {"items": ["pizza"]}}],
+    "history": [{"role": "customer", "text": "Yes, please."}],
+}
+
+
+def _without(key: str) -> dict[str, Any]:
+    event = copy.deepcopy(GOOD_EVENT)
+    del event[key]
+    return event
+
+
+def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    event = copy.deepcopy(GOOD_EVENT)
+    target: Any = event
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return event
+
+
+def _tool_call_without_id() -> dict[str, Any]:
+    event = copy.deepcopy(GOOD_EVENT)
+    del event["tool_calls"][0]["id"]
+    return event
+
+
+BAD_EVENTS: dict[str, tuple[Any, str]] = {
+    "missing call_id": (_without("call_id"), "call_id"),
+    "customer_text not a string": (_with(("customer_text",), ["yes"]), "customer_text"),
+    "agent_text too long": (_with(("agent_text",), "a" * 8001), "agent_text"),
+    "tool call with unknown key": (
+        _with(("tool_calls", 0, "arguments"), {"items": ["pizza"]}),
+        "tool_calls.0.arguments",
+    ),
+    "tool call without id": (_tool_call_without_id(), "tool_calls.0.id"),
+    "event is a list": ([GOOD_EVENT], "(event)"),
+    "event is a string": (json.dumps(GOOD_EVENT), "(event)"),
+    "event is null": (None, "(event)"),
+    "history role unknown": (_with(("history", 0, "role"), "supervisor"), "history.0"),
+    "tenant_id with '#'": (_with(("tenant_id",), "acme#evil"), "tenant_id"),
+    "event policy that does not parse": (_with(("policies",), ["FORBID"]), "policies"),
+}
+
+
+def test_the_good_event_is_good(app: ModuleType) -> None:
+    """The bad events below differ from this one only in the named field."""
+    assert invoke(app, copy.deepcopy(GOOD_EVENT))["decision"] == "allow"
+
+
+@pytest.mark.parametrize(("event", "field_name"), BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
+def test_bad_input_names_the_field_and_writes_nothing(
+    app: ModuleType,
+    dynamodb_client: Any,
+    handler_env: str,
+    capsys: pytest.CaptureFixture[str],
+    event: Any,
+    field_name: str,
+) -> None:
+    response = invoke(app, copy.deepcopy(event))
+
+    assert set(response) == {"error"}
+    assert response["error"]["type"] == "invalid_event"
+    assert error_fields(response) == {field_name}
+    assert field_name in response["error"]["message"]
+    assert table_items(dynamodb_client, handler_env) == []
+    docs = emf_documents(capsys.readouterr().out)
+    assert [m["Metric"]["Name"] for m, _ in emf_metric(docs, "InvalidEvents")] == ["InvalidEvents"]
+
+
+# --- logs and metrics -------------------------------------------------------------------------
+
+
+def test_logs_never_contain_caller_pii(app: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    event = {
+        "call_id": "CA-pii-1",
+        "tenant_id": "bank",
+        "turn_id": "t1",
+        "history": [{"role": "customer", "text": PII_TEXT}],
+        "customer_text": PII_TEXT,
+        "agent_text": f"Thanks, I noted {PII_TEXT.split(', call')[0]}.",
+    }
+    invoke(app, event)
+    invalid = {**event, "turn_id": "t2", "tool_calls": [{"id": "c1", "name": "x", "bad": 1}]}
+    assert "error" in invoke(app, invalid)
+    invoke(app, {**event, "call_id": 42})  # a wrong type next to the PII
+
+    captured = capsys.readouterr()
+    logs = captured.out + captured.err
+    lines = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    turn_logs = [line for line in lines if line.get("message") == "turn"]
+    assert turn_logs, "the DEBUG turn log (the one that would carry the event) was not emitted"
+    assert "[email]" in json.dumps(turn_logs) and "[card]" in json.dumps(turn_logs)
+    assert "[phone]" in json.dumps(turn_logs)
+    assert any(line.get("message") == "invalid ScoreTurn event" for line in lines)
+    for value in PII_VALUES:
+        assert value not in logs
+
+
+def test_emf_metrics(app: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("score_turn_intervene.json", "score_turn_block.json"):
+        response = invoke(app, load_event(name))
+        docs = emf_documents(capsys.readouterr().out)
+
+        verdicts = emf_metric(docs, "Verdicts")
+        assert len(verdicts) == 1
+        directive, doc = verdicts[0]
+        assert directive["Namespace"] == NAMESPACE
+        assert any({"decision", "tier"} <= set(dims) for dims in directive["Dimensions"])
+        assert doc["decision"] == response["decision"]
+        assert doc["tier"] == "tier0"
+        assert doc["Verdicts"] in ([1.0], 1.0)
+
+        latency = emf_metric(docs, "Tier0Latency")
+        assert len(latency) == 1
+        directive, doc = latency[0]
+        assert directive["Namespace"] == NAMESPACE
+        assert len(docs) == 1  # one EMF document per turn: the verdict's dimensions are its own
+        assert doc["decision"] == response["decision"] and doc["tier"] == "tier0"
+        assert directive["Metric"]["Unit"] == "Microseconds"
+        assert doc["Tier0Latency"] in (
+            [response["latency_us"]["tier0"]],
+            response["latency_us"]["tier0"],
+        )
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_missing_table_is_state_unavailable(
+    app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    dynamodb_client: Any,
+    handler_env: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CALL_TABLE", "no-such-table")  # read when the service is first built
+    response = invoke(app, load_event("score_turn_intervene.json"))
+
+    assert set(response) == {"error"}
+    assert response["error"]["type"] == "state_unavailable"
+    assert "ResourceNotFoundException" in response["error"]["message"]
+    assert "no-such-table" in response["error"]["message"]
+    assert table_items(dynamodb_client, handler_env) == []
+    docs = emf_documents(capsys.readouterr().out)
+    assert len(emf_metric(docs, "StateStoreErrors")) == 1
+    assert emf_metric(docs, "Verdicts") == []
+
+
+def test_handler_module_imports_no_heavy_clients() -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "MIRROR_"))
+    }
+    env.update(CALL_TABLE="mirror-call-state", POWERTOOLS_TRACE_DISABLED="1")
+    code = (
+        "import sys; sys.path[:0]=['functions/score_turn','shared']; import app; "
+        "print(sorted(m for m in ('openai','plivo','fastapi') if m in sys.modules)); "
+        "print(app.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded, path = result.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]"
+    assert Path(path).resolve() == HANDLER_PATH.resolve()

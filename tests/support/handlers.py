@@ -1,0 +1,89 @@
+"""What the Lambda handler tests share: caller PII to look for in logs, a Lambda context,
+Powertools' logger reset between fresh imports, and readers of the EMF lines a handler
+printed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.conftest import TEST_REGION
+
+PII_TEXT = (
+    "my email is jo@example.com and my card is 4111 1111 1111 1111, call me back on 415-555-0134"
+)
+PII_VALUES = (
+    "jo@example.com",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "415-555-0134",
+    "4155550134",
+)
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "mirror-score-turn-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = (
+        f"arn:aws:lambda:{TEST_REGION}:123456789012:function:mirror-score-turn-test"
+    )
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+class CurrentStdout:
+    """A stream that writes to whatever sys.stdout is when the record is emitted."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def reset_logger(name: str) -> None:
+    """Forget Powertools' configuration of the stdlib logger, so the next `Logger()` configures
+    it afresh (new handler, current POWERTOOLS_LOG_LEVEL) instead of reusing the first one."""
+    log = logging.getLogger(name)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    for attr in (
+        "init",
+        "powertools_handler",
+        "powertools_buffer_config",
+        "powertools_buffer_cache",
+    ):
+        if hasattr(log, attr):
+            delattr(log, attr)
+
+
+def emf_documents(stdout: str) -> list[dict[str, Any]]:
+    docs = []
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if "_aws" in doc:
+                docs.append(doc)
+    return docs
+
+
+def emf_metric(docs: list[dict[str, Any]], name: str) -> list[tuple[dict[str, Any], Any]]:
+    """(metric directive, document) for every document that carries metric `name`."""
+    out = []
+    for doc in docs:
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                if metric["Name"] == name:
+                    out.append(({**directive, "Metric": metric}, doc))
+    return out
+
+
+def error_fields(response: dict[str, Any]) -> set[str]:
+    return {f["field"] for f in response["error"]["fields"]}

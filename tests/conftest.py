@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mirror.local import call_table_properties, create_call_table
+from mirror_dev.local import call_table_properties, create_call_table
 from tests.categories import pytest_make_collect_report  # noqa: F401  (the category rule)
 
 # A developer's own LLM keys must never make a test call out: handler modules read the

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror import demo
+from mirror_dev import demo
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +139,7 @@ def test_make_demo_entry_point_runs_offline_and_fast() -> None:
     env["AWS_PROFILE"] = "no-such-profile-mirror-demo"
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "mirror.demo"],
+        [sys.executable, "-m", "mirror_dev.demo"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -25,10 +25,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
 from mirror_bridge.call_end import InMemoryEventSink
-from mirror_bridge.transport import InProcessTransport
 from mirror_bridge.tts import GENERIC_CLIP, OfflineTTS, clip_key, load_clip
-from tests.bridge.plivo_peer import signed_headers
-from tests.bridge.scripted_agent import (
+from mirror_dev.in_process import InProcessTransport
+from mirror_dev.plivo_peer import signed_headers
+from mirror_dev.scripted_agent import (
     PIZZA_CUSTOMER,
     PIZZA_MISTAKE,
     AgentCall,

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from mirror.local import import_file
-from tests.bridge.plivo_peer import PlivoPeer
-from tests.bridge.scripted_agent import ScriptedAgent, retracted_pizza_order
+from mirror_dev.local import import_file
+from mirror_dev.plivo_peer import PlivoPeer
+from mirror_dev.scripted_agent import ScriptedAgent, retracted_pizza_order
 from tests.conftest import REPO_ROOT, run
 from tests.support.live_server import LiveServer, free_port
 

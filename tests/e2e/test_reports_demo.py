@@ -1,4 +1,4 @@
-"""The local run of "after the call" (mirror.reports.demo): a seeded call's report printed, the
+"""The local run of "after the call" (mirror_dev.reports_demo): a seeded call's report printed, the
 real FixPr ASL on moto reaching the approval step with a validated diff, and after approval the
 branch and commit in the local git repository it created (nothing pushed)."""
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mirror.reports.demo import PROMPT_PATH, seed_demo_call, show_post_call
 from mirror.state import DynamoDBStateStore
+from mirror_dev.reports_demo import PROMPT_PATH, seed_demo_call, show_post_call
 
 pytestmark = pytest.mark.e2e
 

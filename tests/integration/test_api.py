@@ -30,10 +30,10 @@ import pytest
 from mirror.calls import ENDED_AT_FIELD, CallsService
 from mirror.correction import CorrectionResult
 from mirror.gate import GateResult
-from mirror.local import import_file, load_template
 from mirror.models import CallContext, MirrorConfig, Turn, Verdict
 from mirror.state import DynamoDBStateStore
 from mirror.state.base import PK
+from mirror_dev.local import import_file, load_template
 from scripts.export_openapi import OPENAPI_PATH, render
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 from tests.support.handlers import (

@@ -18,8 +18,8 @@ from mirror_bridge.agent_protocol import MirrorCallEnding, MirrorCallerSilent
 from mirror_bridge.app import stream_xml
 from mirror_bridge.audio import is_loud, lin2ulaw
 from mirror_bridge.settings import Settings
-from tests.bridge.plivo_peer import SILENCE
-from tests.bridge.scripted_agent import AgentCall, ScriptedAgent, idle
+from mirror_dev.plivo_peer import SILENCE
+from mirror_dev.scripted_agent import AgentCall, ScriptedAgent, idle
 from tests.conftest import run
 from tests.fakes.session import (
     ALLOW,

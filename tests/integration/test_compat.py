@@ -293,7 +293,7 @@ def test_without_the_internals_the_relay_reads_both_sockets_the_public_way(
     """With an internal missing at import (`compat.MISSING`), the agent is dialled as a plain
     ClientConnection and Plivo's socket offers no push path; with uvicorn's state missing on a
     connection, that connection offers none. The call relays both ways all the same."""
-    from tests.bridge.scripted_agent import AgentCall, ScriptedAgent
+    from mirror_dev.scripted_agent import AgentCall, ScriptedAgent
     from tests.integration.test_relay import Bridge
 
     if what == "import":

@@ -20,9 +20,9 @@ from mirror.events import (
     call_ended_detail,
     parse_call_ended,
 )
-from mirror.local import load_template
 from mirror.models import CallContext
 from mirror.reports.models import parse_call_ended as report_parser
+from mirror_dev.local import load_template
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH, TEST_REGION, boto_session
 
 pytestmark = pytest.mark.integration

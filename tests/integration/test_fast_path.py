@@ -31,7 +31,9 @@ from mirror_bridge.relay import CallRelay
 from mirror_bridge.session import SessionIO
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
-from mirror_bridge.transport import FunctionError, InProcessTransport, LoopInbox, loop_inbox
+from mirror_bridge.transport import FunctionError, LoopInbox, loop_inbox
+from mirror_dev import in_process as in_process_module
+from mirror_dev.in_process import InProcessTransport
 from tests.conftest import run
 from tests.fakes.session import (
     ALLOW,
@@ -715,7 +717,7 @@ def test_in_process_handlers_run_with_the_longer_switch_interval_and_json_round_
     async def scenario() -> None:
         shared = {"k": [1, 2]}
         answer = await transport.invoke("score_turn", {"shared": shared}, 2.0)
-        assert seen == [pytest.approx(transport_module.HANDLER_SWITCH_INTERVAL_S)]
+        assert seen == [pytest.approx(in_process_module.HANDLER_SWITCH_INTERVAL_S)]
         assert received[0]["shared"] == shared and received[0]["shared"] is not shared
         assert answer == {"echo": {"k": [1, 2]}, "when": ["a", 1]}
         idle = transport_module.GIL_SWITCH_INTERVAL_S  # once the worker is done

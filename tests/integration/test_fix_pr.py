@@ -1,5 +1,5 @@
 """The FixPr workflow end to end: the real statemachines/fix_pr.asl.json executed by moto, every
-Task invoking the real handler from functions/fix_pr/ in-process (mirror.reports.local), the fix
+Task invoking the real handler from functions/fix_pr/ in-process (mirror_dev.reports_local), the fix
 record in moto DynamoDB, the token in moto Secrets Manager, and the approval sent through the
 real Api app. GitHub (and OpenAI, where an LLM drafts) are faked at the HTTP layer with respx in
 strict mode: an unmocked request fails the test.
@@ -27,7 +27,10 @@ import respx
 
 from mirror.fixes import tasks
 from mirror.fixes.store import FixStore
-from mirror.reports.local import (
+from mirror.reports.models import CallReport, Evidence, ReportEntry
+from mirror.reports.naming import execution_name
+from mirror.reports.store import DynamoDBReportStore
+from mirror_dev.reports_local import (
     create_reports_table,
     deploy_fix_pr,
     handlers_by_function,
@@ -36,9 +39,6 @@ from mirror.reports.local import (
     moto_for_workflows,
     reports_table_properties,
 )
-from mirror.reports.models import CallReport, Evidence, ReportEntry
-from mirror.reports.naming import execution_name
-from mirror.reports.store import DynamoDBReportStore
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH, boto_session
 from tests.integration import test_api
 from tests.integration.test_api import asgi, error_of, http_event, invoke

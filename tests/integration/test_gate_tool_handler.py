@@ -26,10 +26,10 @@ import pytest
 
 from mirror.gate import DEFAULT_SPOKEN_LINES, IDEMPOTENCY_PK, GateResult
 from mirror.judge import Finding
-from mirror.local import import_file, load_template
 from mirror.models import CallContext, MirrorConfig, Turn
 from mirror.state import DynamoDBStateStore, tool_fingerprint
 from mirror.state.base import PK, SK
+from mirror_dev.local import import_file, load_template
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 from tests.support.handlers import (
     PII_TEXT,

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 from mirror.correction import CONFIRM_SUFFIX, LLM_TIMEOUT_ENV, CorrectionResult, CorrectionService
-from mirror.local import import_file
 from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
 from mirror.usecases import Deps
+from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT, TEST_REGION
 from tests.integration.test_correction_service import GOOD_LINE, GOOD_NOTE, FakeLLM
 from tests.support.handlers import CurrentStdout, emf_documents, error_fields, reset_logger

@@ -18,8 +18,8 @@ from mirror_bridge.plivo_socket import WS_PROTOCOL
 from mirror_bridge.relay import CallContext, PassThroughSession
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
-from tests.bridge.plivo_peer import PlivoPeer, signed_headers
-from tests.bridge.scripted_agent import AgentCall, ScriptedAgent, idle
+from mirror_dev.plivo_peer import PlivoPeer, signed_headers
+from mirror_dev.scripted_agent import AgentCall, ScriptedAgent, idle
 from tests.conftest import AUTH_TOKEN, run
 from tests.support.live_server import LiveServer, free_port
 

@@ -12,7 +12,7 @@ import pytest
 
 from mirror_bridge.agent_protocol import error_reply
 from mirror_bridge.relay import PassThroughSession
-from tests.bridge.scripted_agent import AgentCall, ScriptedAgent
+from mirror_dev.scripted_agent import AgentCall, ScriptedAgent
 from tests.conftest import run
 from tests.fakes.session import ALLOW, FakeTransport
 from tests.integration.test_relay import Bridge

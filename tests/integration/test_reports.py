@@ -17,7 +17,6 @@ import pytest
 import respx
 
 from mirror.calls import CallsService, EventBridgeCallEnded
-from mirror.local import import_file, load_template
 from mirror.models import (
     AgentMessage,
     CallContext,
@@ -28,17 +27,18 @@ from mirror.models import (
     Verdict,
 )
 from mirror.reports import pattern_id, window_of
-from mirror.reports.local import (
-    FIX_PR_STEPS,
-    create_reports_table,
-    reports_table_properties,
-    substitute,
-)
 from mirror.reports.models import CallReport
 from mirror.reports.naming import MAX_EXECUTION_NAME, execution_name
 from mirror.reports.service import ReportSettings
 from mirror.reports.store import DynamoDBReportStore
 from mirror.state import DynamoDBStateStore
+from mirror_dev.local import import_file, load_template
+from mirror_dev.reports_local import (
+    FIX_PR_STEPS,
+    create_reports_table,
+    reports_table_properties,
+    substitute,
+)
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH, TEST_REGION, boto_session
 from tests.integration.test_llm_clients import chat_completion
 from tests.support.handlers import CurrentStdout, FakeContext, reset_logger

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from mirror.local import import_file
 from mirror.models import CallContext, CustomerMessage, Verdict
 from mirror.state import DynamoDBStateStore
+from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
 from tests.support.handlers import (
     PII_TEXT,

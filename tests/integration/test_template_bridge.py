@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mirror.local import load_template
+from mirror_dev.local import load_template
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from statelint.config import Config
 from statelint.linter import Linter
 
 from mirror.fixes import errors
-from mirror.local import load_template
 from mirror.reports import store
-from mirror.reports.local import (
+from mirror_dev.local import load_template
+from mirror_dev.reports_local import (
     ASL_PATH,
     FIX_PR_DIR,
     FIX_PR_STEPS,

@@ -15,12 +15,8 @@ import pytest
 
 from mirror.models import CallContext
 from mirror.state import DynamoDBStateStore
-from mirror_bridge.transport import (
-    FunctionError,
-    InProcessTransport,
-    LambdaTransport,
-    loop_inbox,
-)
+from mirror_bridge.transport import FunctionError, LambdaTransport, loop_inbox
+from mirror_dev.in_process import InProcessTransport
 from tests.conftest import run
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from mirror_bridge.tenants import StaticTenants, TenantConfig
 from mirror_bridge.transport import FunctionTransport
 from mirror_bridge.tts import TTS
 from mirror_bridge.wiring import build_session_factory
-from tests.bridge.plivo_peer import PlivoPeer
+from mirror_dev.plivo_peer import PlivoPeer
 from tests.conftest import AUTH_TOKEN
 from tests.fakes.session import FakeTTS
 from tests.support.live_server import LiveServer, free_port

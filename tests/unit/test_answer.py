@@ -13,7 +13,7 @@ from mirror.state.memory import InMemoryStateStore
 from mirror_bridge.app import create_app
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
-from tests.bridge.plivo_peer import signed_headers
+from mirror_dev.plivo_peer import signed_headers
 from tests.conftest import AUTH_TOKEN
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mirror.local import load_template
+from mirror_dev.local import load_template
 from tests.conftest import TEMPLATE_PATH
 
 pytestmark = pytest.mark.unit

@@ -4,21 +4,23 @@ fails at start-up naming it; injected collaborators are used as given."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from mirror.local import load_template
 from mirror.state import DynamoDBStateStore, InMemoryStateStore
 from mirror_bridge.call_end import EventBridgeSink, InMemoryEventSink
 from mirror_bridge.relay import CallContext
 from mirror_bridge.session import CallSession
 from mirror_bridge.settings import Settings, SettingsError
 from mirror_bridge.tenants import TenantConfig
-from mirror_bridge.transport import InProcessTransport, LambdaTransport
+from mirror_bridge.transport import LambdaTransport
 from mirror_bridge.tts import OfflineTTS, PollyTTS
 from mirror_bridge.wiring import LoggedEventSink, build_app, build_session_factory
+from mirror_dev.in_process import InProcessTransport
+from mirror_dev.local import load_template
 from tests.conftest import TEMPLATE_PATH, run
 from tests.fakes.session import (
     ALLOW,
@@ -152,6 +154,37 @@ def test_local_mode_runs_the_functions_in_process_with_offline_speech() -> None:
     no_table = {k: v for k, v in env.items() if k != "CALL_TABLE"}
     with pytest.raises(SettingsError, match="BRIDGE_MODE=local needs CALL_TABLE"):
         build_session_factory(Settings.from_env(no_table), environ=no_table)
+
+
+def test_local_mode_without_the_development_package_stops_at_start_up_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The image ships mirror and mirror_bridge alone: there `BRIDGE_MODE=local` fails when the
+    app is built (uvicorn's factory), naming what to install; `aws` mode never needs it."""
+    import main
+
+    for name in ("mirror_dev", "mirror_dev.in_process"):  # as in the image: not importable
+        monkeypatch.setitem(sys.modules, name, None)
+    for name in REQUIRED_AWS + ("MIRROR_CONFIG", "EVENT_BUS_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    local = {
+        "PUBLIC_BASE_URL": "http://127.0.0.1:8080",
+        "SIGNATURE_MODE": "off",
+        "BRIDGE_MODE": "local",
+        "CALL_TABLE": "mirror-local",
+    }
+    for name, value in local.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        main.build_app()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "BRIDGE_MODE=local" in message and "mirror_dev" in message
+    assert "make venv" in message and "pip install -e dev" in message
+    env = task_environment()
+    sup = build_session_factory(Settings.from_env(env), environ=env)
+    assert isinstance(sup.transport, LambdaTransport)
+    sup.shutdown()
 
 
 def test_injected_collaborators_are_used_and_need_no_environment() -> None:

@@ -30,17 +30,18 @@ import pytest
 from mirror.calls import ENDED_AT_FIELD, CallsService
 from mirror.correction import CorrectionResult
 from mirror.gate import GateResult
-from mirror.models import CallContext, MirrorConfig, Turn, Verdict
+from mirror.models import CallContext, Verdict
 from mirror.state import DynamoDBStateStore
 from mirror.state.base import PK
 from mirror_dev.local import import_file, load_template
 from scripts.export_openapi import OPENAPI_PATH, render
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
+from tests.fakes.lambda_context import FakeContext
+from tests.fakes.tiers import FakeTier
 from tests.support.handlers import (
     PII_TEXT,
     PII_VALUES,
     CurrentStdout,
-    FakeContext,
     emf_documents,
     emf_metric,
     reset_logger,
@@ -475,17 +476,10 @@ def test_gate_through_asgi_blocks_a_duplicate_and_replays_a_retry(api: ModuleTyp
     assert result.decisions[0].decided_by == "duplicate_check"
 
 
-class SlowTier:
-    tier = "tier2"
-
-    async def judge(self, turn: Turn, config: MirrorConfig) -> None:
-        await asyncio.sleep(5)
-
-
 def test_gate_with_a_timing_out_tier_holds_through_the_lambda_entry(
     load_module: Callable[..., ModuleType],
 ) -> None:
-    api = load_module(config=json.dumps({"timeouts": {"tier2_s": 0.05}}), tiers=[SlowTier()])
+    api = load_module(config=json.dumps({"timeouts": {"tier2_s": 0.05}}), tiers=[FakeTier(delay=5)])
     event = load_event("gate_tool_allow.json")  # Tier 0 is silent: the remote tier must decide
 
     started = time.monotonic()
@@ -500,7 +494,7 @@ def test_gate_with_a_timing_out_tier_holds_through_the_lambda_entry(
 def test_score_runs_remote_tiers_on_the_containers_loop_across_invocations(
     load_module: Callable[..., ModuleType],
 ) -> None:
-    api = load_module(config=json.dumps({"timeouts": {"tier2_s": 0.05}}), tiers=[SlowTier()])
+    api = load_module(config=json.dumps({"timeouts": {"tier2_s": 0.05}}), tiers=[FakeTier(delay=5)])
     event = load_event("score_turn_allow.json")  # Tier 0 is silent: Tier 2 runs, and times out
 
     loop = api.deps.loop()

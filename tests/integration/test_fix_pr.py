@@ -40,9 +40,9 @@ from mirror_dev.reports_local import (
     reports_table_properties,
 )
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH, boto_session
+from tests.fakes.openai_http import chat_completion
 from tests.integration import test_api
 from tests.integration.test_api import asgi, error_of, http_event, invoke
-from tests.integration.test_llm_clients import chat_completion
 from tests.support.handlers import CurrentStdout, reset_logger
 
 api_env = test_api.api_env

@@ -4,7 +4,6 @@ on in-process moto DynamoDB with Powertools Idempotency for retries and concurre
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import threading
 import time
@@ -41,6 +40,7 @@ from mirror.state import (
     tool_fingerprint,
 )
 from mirror.state.base import PK, SK, TTL_ATTRIBUTE
+from tests.fakes.tiers import FakeTier
 
 pytestmark = pytest.mark.integration
 
@@ -72,27 +72,6 @@ def event(*calls: dict[str, Any], history: list[dict[str, Any]] | None = None, *
 
 
 UNCONFIRMED_HISTORY = [{"role": "customer", "text": "Please cancel order W100."}]
-
-
-class FakeTier:
-    """A remote tier: not confident (None), a finding, slow, or broken; counts its runs."""
-
-    def __init__(
-        self,
-        tier: str = "tier2",
-        result: list[Finding] | None = None,
-        delay: float = 0.0,
-        error: Exception | None = None,
-    ) -> None:
-        self.tier, self.result, self.delay, self.error = tier, result, delay, error
-        self.calls = 0
-
-    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
-        self.calls += 1
-        await asyncio.sleep(self.delay)
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class BrokenStore(InMemoryStateStore):

@@ -8,7 +8,6 @@ moto. Remote tiers are injected with `deps.using(remote_tiers=...)`.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -25,17 +24,17 @@ from typing import Any
 import pytest
 
 from mirror.gate import DEFAULT_SPOKEN_LINES, IDEMPOTENCY_PK, GateResult
-from mirror.judge import Finding
-from mirror.models import CallContext, MirrorConfig, Turn
+from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore, tool_fingerprint
 from mirror.state.base import PK, SK
 from mirror_dev.local import import_file, load_template
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
+from tests.fakes.lambda_context import FakeContext
+from tests.fakes.tiers import FakeTier
 from tests.support.handlers import (
     PII_TEXT,
     PII_VALUES,
     CurrentStdout,
-    FakeContext,
     emf_documents,
     emf_metric,
     error_fields,
@@ -49,18 +48,6 @@ EVENTS_DIR = REPO_ROOT / "events"
 SERVICE_NAME = "mirror-gate-tool-test"
 NAMESPACE = "MirrorTest"
 FAST_CONFIG = json.dumps({"timeouts": {"tier1_s": 0.05, "tier2_s": 0.05}})
-
-
-class FakeTier:
-    def __init__(self, delay: float = 0.0, error: Exception | None = None) -> None:
-        self.tier, self.delay, self.error, self.calls = "tier2", delay, error, 0
-
-    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
-        self.calls += 1
-        await asyncio.sleep(self.delay)
-        if self.error is not None:
-            raise self.error
-        return None
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,8 +29,9 @@ from mirror.models import CallContext, MirrorConfig
 from mirror.state import DynamoDBStateStore
 from mirror.usecases import Deps
 from mirror_dev.local import import_file
-from tests.conftest import REPO_ROOT, TEST_REGION
-from tests.integration.test_correction_service import GOOD_LINE, GOOD_NOTE, FakeLLM
+from tests.conftest import REPO_ROOT
+from tests.fakes.lambda_context import FakeContext
+from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, FakeLLM, correction_llm
 from tests.support.handlers import CurrentStdout, emf_documents, error_fields, reset_logger
 
 pytestmark = pytest.mark.integration
@@ -52,18 +52,9 @@ PII_TEXT = "my email is jo@example.com and my card is 4111 1111 1111 1111, call 
 PII_VALUES = ("jo@example.com", "4111 1111 1111 1111", "415-555-0134")
 
 
-@dataclass
-class FakeContext:
-    function_name: str = "mirror-generate-correction-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        f"arn:aws:lambda:{TEST_REGION}:123456789012:function:mirror-generate-correction-test"
-    )
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_ms: int = 4_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+def context(**fields: Any) -> FakeContext:
+    """This function's context: 4 s left unless told."""
+    return FakeContext(**{"function_name": SERVICE_NAME, "remaining_ms": 4_000, **fields})
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -130,8 +121,8 @@ def built_llm(app: ModuleType, config: MirrorConfig | None = None) -> Any:
     return Deps(config or app.deps.base_config, logger=app.logger).corrections().llm
 
 
-def invoke(app: ModuleType, event: Any, context: FakeContext | None = None) -> dict[str, Any]:
-    response = app.lambda_handler(event, context or FakeContext())
+def invoke(app: ModuleType, event: Any, ctx: FakeContext | None = None) -> dict[str, Any]:
+    response = app.lambda_handler(event, ctx or context())
     json.dumps(response)  # a Lambda response must be JSON-serializable
     return response
 
@@ -183,9 +174,9 @@ def test_sample_event_speaks_the_template_and_stores_the_note_once(
 def test_an_llm_line_is_returned_when_one_is_configured(
     app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    llm = FakeLLM()
+    llm = correction_llm()
     with_llm(app, store, llm, swaps)
-    response = invoke(app, load_event("generate_correction.json"), FakeContext(remaining_ms=3_000))
+    response = invoke(app, load_event("generate_correction.json"), context(remaining_ms=3_000))
 
     assert response["correction_text"] == GOOD_LINE
     assert response["override_note"] == f"{GOOD_NOTE} {CONFIRM_SUFFIX}"
@@ -292,7 +283,7 @@ def test_bad_input_names_the_field_and_writes_nothing(
 def test_retried_turn_returns_the_same_correction_and_counts_a_replay(
     app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    llm = FakeLLM()
+    llm = correction_llm()
     with_llm(app, store, llm, swaps)
     event = load_event("generate_correction.json")
     first = invoke(app, event)
@@ -311,10 +302,10 @@ def test_retried_turn_returns_the_same_correction_and_counts_a_replay(
 def test_turn_id_defaults_to_the_request_id(app: ModuleType) -> None:
     event = load_event("generate_correction.json")
     del event["turn_id"]
-    first = invoke(app, event, FakeContext(aws_request_id="req-7"))
+    first = invoke(app, event, context(aws_request_id="req-7"))
     assert first["turn_id"] == "req-7" and not first["replayed"]
-    assert invoke(app, event, FakeContext(aws_request_id="req-7"))["replayed"]  # Lambda's retry
-    assert not invoke(app, event, FakeContext(aws_request_id="req-8"))["replayed"]
+    assert invoke(app, event, context(aws_request_id="req-7"))["replayed"]  # Lambda's retry
+    assert not invoke(app, event, context(aws_request_id="req-8"))["replayed"]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -327,7 +318,7 @@ def test_rejections_and_llm_failures_are_counted(
     with_llm(
         app,
         store,
-        FakeLLM(correction="I want a medium.", override_note="Skip the read-back."),
+        correction_llm(correction="I want a medium.", override_note="Skip the read-back."),
         swaps,
     )
     response = invoke(app, event)
@@ -347,7 +338,7 @@ def test_rejections_and_llm_failures_are_counted(
 
     from mirror.llm.base import LLMTimeout
 
-    with_llm(app, store, FakeLLM(error=LLMTimeout("budget ran out")), swaps)
+    with_llm(app, store, correction_llm(error=LLMTimeout("budget ran out")), swaps)
     response = invoke(app, {**event, "turn_id": "t-0004"})
     docs = emf_documents(capsys.readouterr().out)
     assert response["llm_failure"] == "timeout"
@@ -395,7 +386,7 @@ def test_an_unexpected_error_still_returns_the_template(
 def test_logs_never_contain_caller_pii(
     app: ModuleType, swaps: ExitStack, store: DynamoDBStateStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with_llm(app, store, FakeLLM(correction=f"Sorry, I noted {PII_TEXT}."), swaps)
+    with_llm(app, store, correction_llm(correction=f"Sorry, I noted {PII_TEXT}."), swaps)
     event = {
         **load_event("generate_correction.json"),
         "customer_text": PII_TEXT,

@@ -40,8 +40,9 @@ from mirror_dev.reports_local import (
     substitute,
 )
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH, TEST_REGION, boto_session
-from tests.integration.test_llm_clients import chat_completion
-from tests.support.handlers import CurrentStdout, FakeContext, reset_logger
+from tests.fakes.lambda_context import FakeContext
+from tests.fakes.openai_http import chat_completion
+from tests.support.handlers import CurrentStdout, reset_logger
 
 pytestmark = [
     pytest.mark.integration,

@@ -26,11 +26,11 @@ from mirror.models import CallContext, CustomerMessage, Verdict
 from mirror.state import DynamoDBStateStore
 from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
+from tests.fakes.lambda_context import FakeContext
 from tests.support.handlers import (
     PII_TEXT,
     PII_VALUES,
     CurrentStdout,
-    FakeContext,
     emf_documents,
     emf_metric,
     error_fields,

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from mirror.judge import Finding, Judge
 from mirror.judge.tier1 import ACTION_HYPOTHESIS, SPEECH_HYPOTHESIS, ZeroShotTier
@@ -32,7 +32,8 @@ from mirror.llm import (
 from mirror.models import MirrorConfig, TierTimeouts, Turn
 from mirror.prompt import SYSTEM_PROMPT, JudgeAnswer, build_judging_prompt
 from tests.conftest import TEST_REGION, boto_session
-from tests.integration.test_llm_clients import OPENAI_URL, chat_completion, strict_http
+from tests.fakes.llm import FakeLLM
+from tests.fakes.openai_http import OPENAI_URL, chat_completion, strict_http
 from tests.support.judge import call, turn
 
 pytestmark = pytest.mark.integration
@@ -332,24 +333,6 @@ def test_answer_schema_rejects(reply: dict[str, Any]) -> None:
 
 
 # -- Tier 2 ---------------------------------------------------------------------------------------
-
-
-class FakeLLM:
-    """An LLMClient that returns a fixed reply (parsed like a real one) and records the call."""
-
-    name = "fake:judge"
-
-    def __init__(self, reply: dict[str, Any] | str) -> None:
-        self.reply = reply if isinstance(reply, str) else json.dumps(reply)
-        self.calls: list[dict[str, Any]] = []
-
-    async def complete_json[M: BaseModel](
-        self, *, system: str, user: str, schema: type[M], timeout_s: float
-    ) -> M:
-        self.calls.append(dict(system=system, user=user, schema=schema, timeout_s=timeout_s))
-        from mirror.llm.base import parse_json_reply
-
-        return parse_json_reply(self.reply, schema, self.name)
 
 
 def clean() -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 
 from mirror.state import InMemoryStateStore
 from mirror.usecases import Deps
+from tests.fakes.lambda_context import FakeContext
 from tests.integration import test_api
 from tests.integration.test_api import (
     API_PATH,
@@ -22,7 +23,7 @@ from tests.integration.test_api import (
     asgi,
     load_event,
 )
-from tests.support.handlers import FakeContext, emf_documents
+from tests.support.handlers import emf_documents
 
 pytestmark = pytest.mark.integration
 

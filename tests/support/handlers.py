@@ -7,11 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
-
-from tests.conftest import TEST_REGION
 
 PII_TEXT = (
     "my email is jo@example.com and my card is 4111 1111 1111 1111, call me back on 415-555-0134"
@@ -23,19 +19,6 @@ PII_VALUES = (
     "415-555-0134",
     "4155550134",
 )
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "mirror-score-turn-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        f"arn:aws:lambda:{TEST_REGION}:123456789012:function:mirror-score-turn-test"
-    )
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
 
 
 class CurrentStdout:

@@ -15,7 +15,7 @@ import pytest
 
 from mirror.cli import main
 from mirror.evaluation import load_cases
-from tests.integration.test_llm_clients import OPENAI_URL, chat_completion, strict_http
+from tests.fakes.openai_http import OPENAI_URL, chat_completion, strict_http
 
 pytestmark = pytest.mark.unit
 

@@ -11,6 +11,7 @@ from mirror import config as config_module
 from mirror.config import config_for_event
 from mirror.judge import Finding, Judge, JudgeCache
 from mirror.models import MirrorConfig, ScoreTurnEvent, TierTimeouts, ToolCall, Turn
+from tests.fakes.tiers import FakeTier
 from tests.support.judge import call, judge, turn
 
 pytestmark = pytest.mark.unit
@@ -102,24 +103,6 @@ def test_cooldown_suppresses_speech_only() -> None:
     assert j.evaluate(both, cooldown_active=True).decision == "block"
 
 
-class _Tier:
-    def __init__(
-        self,
-        tier: str,
-        result: list[Finding] | None = None,
-        delay: float = 0.0,
-        error: Exception | None = None,
-    ) -> None:
-        self.tier, self.result, self.delay, self.error, self.calls = tier, result, delay, error, 0
-
-    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
-        self.calls += 1
-        await asyncio.sleep(self.delay)
-        if self.error:
-            raise self.error
-        return self.result
-
-
 CONFIRMED = turn(
     ("customer", "Cancel order #W1."),
     ("agent", "Cancel #W1, correct?"),
@@ -130,8 +113,10 @@ FAST = TierTimeouts(tier1_s=0.05, tier2_s=0.05)
 
 
 def test_remote_tiers_run_only_when_tier0_is_silent() -> None:
-    t1 = _Tier("tier1", result=None)
-    t2 = _Tier("tier2", result=[Finding("llm", "not_allowed_by_policy", 0.9, "x", None, "tier2")])
+    t1 = FakeTier("tier1", result=None)
+    t2 = FakeTier(
+        "tier2", result=[Finding("llm", "not_allowed_by_policy", 0.9, "x", None, "tier2")]
+    )
     v = asyncio.run(
         Judge(MirrorConfig(), [t1, t2]).aevaluate(turn(("customer", "hi"), agent_text="hello"))
     )
@@ -140,7 +125,7 @@ def test_remote_tiers_run_only_when_tier0_is_silent() -> None:
         "tier2",
         ["tier0", "tier1", "tier2"],
     )
-    skipped = _Tier("tier1")
+    skipped = FakeTier("tier1")
     asyncio.run(Judge(MirrorConfig(), [skipped]).aevaluate(UNCONFIRMED))
     assert skipped.calls == 0
 
@@ -148,18 +133,19 @@ def test_remote_tiers_run_only_when_tier0_is_silent() -> None:
 @pytest.mark.parametrize("failure", [dict(delay=1.0), dict(error=RuntimeError("500"))])
 def test_failed_tier_holds_irreversible_calls_and_fails_open_for_speech(failure: dict) -> None:
     cfg = MirrorConfig(timeouts=FAST)
-    v = asyncio.run(Judge(cfg, [_Tier("tier2", **failure)]).aevaluate(CONFIRMED))
+    v = asyncio.run(Judge(cfg, [FakeTier("tier2", **failure)]).aevaluate(CONFIRMED))
     assert v.decision == "block" and v.held_tool_call_ids == ["c1"]
     assert v.failed_tiers == ["tier2"] and v.reasons[0].code == "tier_unavailable"
     speech = asyncio.run(
-        Judge(cfg, [_Tier("tier2", **failure)]).aevaluate(
+        Judge(cfg, [FakeTier("tier2", **failure)]).aevaluate(
             turn(("customer", "hi"), agent_text="hello")
         )
     )
     assert speech.decision == "allow" and speech.failed_tiers == ["tier2"]
     opened = asyncio.run(
         Judge(
-            cfg.model_copy(update={"tool_gate_failure_mode": "allow"}), [_Tier("tier2", **failure)]
+            cfg.model_copy(update={"tool_gate_failure_mode": "allow"}),
+            [FakeTier("tier2", **failure)],
         ).aevaluate(CONFIRMED)
     )
     assert opened.decision == "allow" and opened.should_report
@@ -170,7 +156,7 @@ SCRIPTED = MirrorConfig(policies=[f"Step 1: greet the caller. Use: '{GREETING}'"
 
 
 def _reaches_remote(cfg: MirrorConfig, t: Turn) -> bool:
-    tier = _Tier("tier2")
+    tier = FakeTier("tier2")
     asyncio.run(Judge(cfg, [tier]).aevaluate(t))
     return tier.calls == 1
 

@@ -21,10 +21,10 @@ from mirror.models import (
     MirrorConfig,
     ScoreTurnEvent,
     ToolMessage,
-    Turn,
 )
 from mirror.service import ScoredTurn, ScoreTurnService
 from mirror.state import InMemoryStateStore
+from tests.fakes.tiers import FakeTier
 
 pytestmark = pytest.mark.unit
 
@@ -452,21 +452,9 @@ def test_concurrent_deliveries_of_one_intervening_turn_still_intervene(clock: Cl
     assert results["A"].verdict.decision == "intervene"
 
 
-class _DecidingTier:
-    """A remote tier that finds a policy breach in every turn it sees."""
-
-    tier = "tier2"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def judge(self, turn: Turn, config: MirrorConfig) -> list[Finding] | None:
-        self.calls += 1
-        return [Finding("tier2_llm", "not_allowed_by_policy", 0.9, "breach", None, "tier2")]
-
-
 def test_remote_tiers_come_from_the_factory_once_per_config_and_decide() -> None:
-    tier, built = _DecidingTier(), []
+    breach = Finding("tier2_llm", "not_allowed_by_policy", 0.9, "breach", None, "tier2")
+    tier, built = FakeTier(result=[breach]), []  # finds a breach in every turn
     svc = ScoreTurnService(
         InMemoryStateStore(), remote_tiers_for=lambda cfg: built.append(cfg) or [tier]
     )

@@ -43,8 +43,9 @@ from mirror.models import (
     ReasonCode,
     Verdict,
 )
-from mirror.state import DynamoDBStateStore, InMemoryStateStore, StateStore, StateStoreError
+from mirror.state import DynamoDBStateStore, InMemoryStateStore, StateStore
 from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, correction_llm
+from tests.fakes.stores import BrokenStore
 
 pytestmark = pytest.mark.integration
 
@@ -614,16 +615,12 @@ def test_remembered_corrections_are_bounded() -> None:
     assert len(llm.calls) == REMEMBERED_CORRECTIONS + 3
 
 
-class BrokenStore(InMemoryStateStore):
-    def get_call_meta(self, *args: Any, **kwargs: Any) -> Any:
-        raise StateStoreError("state store get_call_meta failed: throttled")
-
-    def put_override(self, *args: Any, **kwargs: Any) -> None:
-        raise StateStoreError("state store put_override failed: throttled")
-
-
 def test_a_failing_store_never_withholds_the_correction() -> None:
-    generated = generate(CorrectionService(BrokenStore(), correction_llm()))
+    generated = generate(
+        CorrectionService(
+            BrokenStore("get_call_meta", "put_override", cause="throttled"), correction_llm()
+        )
+    )
     assert generated.result.correction_text == GOOD_LINE
     assert generated.result.note_stored is False
     assert [e.split(" failed")[0] for e in generated.store_errors] == [

@@ -40,6 +40,7 @@ from mirror.state import (
     tool_fingerprint,
 )
 from mirror.state.base import PK, SK, TTL_ATTRIBUTE
+from tests.fakes.stores import BrokenStore
 from tests.fakes.tiers import FakeTier
 
 pytestmark = pytest.mark.integration
@@ -72,26 +73,6 @@ def event(*calls: dict[str, Any], history: list[dict[str, Any]] | None = None, *
 
 
 UNCONFIRMED_HISTORY = [{"role": "customer", "text": "Please cancel order W100."}]
-
-
-class BrokenStore(InMemoryStateStore):
-    """Every read and write of tool records fails, as an unreachable table does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.touched = 0
-
-    def get_tool_call(self, *a: Any, **k: Any) -> Any:
-        self.touched += 1
-        raise StateStoreError("state store get_tool_call failed: EndpointConnectionError")
-
-    def claim_tool_call(self, *a: Any, **k: Any) -> Any:
-        self.touched += 1
-        raise StateStoreError("state store claim_tool_call failed: EndpointConnectionError")
-
-    def get_history(self, *a: Any, **k: Any) -> Any:
-        self.touched += 1
-        raise StateStoreError("state store get_history failed: EndpointConnectionError")
 
 
 def gate(service: GateService, ev: GateToolEvent, **config: Any) -> GateOutcome:
@@ -180,7 +161,7 @@ def test_result_is_the_strictest_decision_in_event_order() -> None:
 
 
 def test_reversible_calls_are_allowed_without_any_io() -> None:
-    store = BrokenStore()
+    store = BrokenStore("get_tool_call", "claim_tool_call", "get_history")
     tier = FakeTier(error=RuntimeError("down"))
     outcome = gate(GateService(store, [tier]), event(LOOKUP, history=UNCONFIRMED_HISTORY))
     d = only(outcome)
@@ -291,7 +272,7 @@ def test_a_tier_that_fails_before_another_decides_is_counted_not_decisive() -> N
 
 @pytest.mark.parametrize("mode", ["hold", "allow"])
 def test_state_store_failure_follows_the_failure_mode(mode: str) -> None:
-    store = BrokenStore()
+    store = BrokenStore("get_tool_call", "claim_tool_call", "get_history")
     outcome = gate(GateService(store), event(LOOKUP, CANCEL), tool_gate_failure_mode=mode)
     lookup, cancel = outcome.result.decisions
     assert (cancel.decision, cancel.failure, cancel.decided_by) == (

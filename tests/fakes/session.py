@@ -1,5 +1,5 @@
-"""Fakes for the bridge session tests: a scripted function transport, a TTS, recording sockets,
-and a session built on them."""
+"""A bridge session on recording sockets (the scripted transport and TTS of transport.py and
+tts.py), and the Plivo and agent messages the session tests send it."""
 
 from __future__ import annotations
 
@@ -12,82 +12,10 @@ from typing import Any
 from mirror.models import CallContext
 from mirror_bridge.call_end import InMemoryEventSink
 from mirror_bridge.session import BridgeSessionConfig, CallSession, SessionIO
-from mirror_bridge.transport import FunctionError
+from tests.fakes.transport import CALL_ID, FakeTransport
+from tests.fakes.tts import FakeTTS
 
 STREAM_ID = "87654321-4321-4321-4321-cba987654321"
-CALL_ID = "12345678-1234-1234-1234-123456789abc"
-
-ALLOW: dict[str, Any] = {"decision": "allow", "score": 0.0}
-INTERVENE: dict[str, Any] = {
-    "decision": "intervene",
-    "score": 0.9,
-    "reasons": [],
-    "buffer_text": "Let me make sure I got that right.",
-}
-CORRECTION: dict[str, Any] = {  # a whole CorrectionResult: the session validates answers
-    "call_id": CALL_ID,
-    "tenant_id": "acme",
-    "turn_id": "t1",
-    "correction_text": "Sorry, that was the medium, not the large.",
-    "override_note": "The caller retracted the large; confirm the medium.",
-    "source": "template",
-    "note_source": "template",
-    "reason_code": "wrong_variant",
-    "check": None,
-    "note_stored": True,
-}
-
-Script = dict[str, Any] | FunctionError | Callable[[dict[str, Any]], Any]
-
-
-@dataclass
-class Call:
-    name: str
-    payload: dict[str, Any]
-    started: float
-    finished: float | None = None
-
-
-@dataclass
-class FakeTransport:
-    """Answers per function name from a list of (delay_s, answer) steps; the last repeats.
-    An answer may be a dict, a FunctionError to raise, or a callable of the payload."""
-
-    script: dict[str, list[tuple[float, Script]]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-
-    async def invoke(self, name: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        call = Call(name, payload, time.monotonic())
-        self.calls.append(call)
-        steps = self.script.get(name) or [(0.0, FunctionError(name, "transport", "unscripted"))]
-        index = min(sum(1 for c in self.calls if c.name == name) - 1, len(steps) - 1)
-        delay, answer = steps[index]
-        try:
-            if delay > timeout_s:
-                await asyncio.sleep(timeout_s)
-                raise FunctionError(name, "timeout", "scripted timeout")
-            await asyncio.sleep(delay)
-            if isinstance(answer, FunctionError):
-                raise answer
-            return dict(answer(payload) if callable(answer) else answer)
-        finally:
-            call.finished = time.monotonic()
-
-    def named(self, name: str) -> list[Call]:
-        return [c for c in self.calls if c.name == name]
-
-
-@dataclass
-class FakeTTS:
-    """Deterministic "speech": one byte value per text, 8 bytes per character (1 ms each)."""
-
-    calls: list[tuple[str, str]] = field(default_factory=list)
-    delay_s: float = 0.0
-
-    async def synthesize(self, text: str, voice: str) -> bytes:
-        self.calls.append((text, voice))
-        await asyncio.sleep(self.delay_s)
-        return bytes([len(text) % 200 + 1]) * (8 * len(text))
 
 
 @dataclass

@@ -21,15 +21,8 @@ from mirror_bridge.settings import Settings
 from mirror_dev.plivo_peer import SILENCE
 from mirror_dev.scripted_agent import AgentCall, ScriptedAgent, idle
 from tests.conftest import run
-from tests.fakes.session import (
-    ALLOW,
-    FakeTransport,
-    frame,
-    make_session,
-    start_event,
-    turn,
-    until,
-)
+from tests.fakes.session import frame, make_session, start_event, turn, until
+from tests.fakes.transport import ALLOW, FakeTransport
 from tests.support.harness import TENANT, SupervisedBridge
 
 pytestmark = pytest.mark.integration

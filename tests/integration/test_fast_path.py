@@ -35,18 +35,8 @@ from mirror_bridge.transport import FunctionError, LoopInbox, loop_inbox
 from mirror_dev import in_process as in_process_module
 from mirror_dev.in_process import InProcessTransport
 from tests.conftest import run
-from tests.fakes.session import (
-    ALLOW,
-    CALL_ID,
-    INTERVENE,
-    STREAM_ID,
-    FakeTransport,
-    frame,
-    make_session,
-    start_event,
-    turn,
-    until,
-)
+from tests.fakes.session import CALL_ID, STREAM_ID, frame, make_session, start_event, turn, until
+from tests.fakes.transport import ALLOW, INTERVENE, FakeTransport
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +161,7 @@ def numbers(sock: Socket) -> list[int]:
 def test_writer_sends_at_once_to_an_idle_socket() -> None:
     async def scenario() -> None:
         sock = Socket()
-        writer = _Writer("agent", sock.send, size=4)
+        writer = _Writer("agent", sock.send, size=4, call_id=CALL_ID)
         assert writer.offer(msg(1))
         assert numbers(sock) == [1]  # on the wire before offer returned: no task, no loop turn
         await writer.put(msg(2))
@@ -196,7 +186,7 @@ def test_writer_writes_straight_to_a_push_socket_and_falls_back_to_the_awaited_s
             written.append(text)
             return True
 
-        writer = _Writer("agent", sock.send, size=4, write_now=write_now)
+        writer = _Writer("agent", sock.send, size=4, write_now=write_now, call_id=CALL_ID)
         assert writer.offer(msg(1))
         await writer.put(msg(2))
         assert [json.loads(t)["n"] for t in written] == [1, 2] and sock.sent == []
@@ -215,7 +205,7 @@ def test_writer_writes_straight_to_a_push_socket_and_falls_back_to_the_awaited_s
         def broken(text: str) -> bool:
             raise ConnectionError("gone")
 
-        dead = _Writer("plivo", sock.send, size=4, write_now=broken)
+        dead = _Writer("plivo", sock.send, size=4, write_now=broken, call_id=CALL_ID)
         assert dead.offer(msg(1)) and dead.dead  # as a failed send: given up
         await dead.put(msg(2))  # dropped, never raises
         await writer.finish(1.0)
@@ -227,7 +217,7 @@ def test_writer_queues_in_order_behind_a_slow_socket_and_bounds_the_queue() -> N
     async def scenario() -> None:
         sock = Socket()
         sock.gate.clear()  # the peer stops reading
-        writer = _Writer("plivo", sock.send, size=3)
+        writer = _Writer("plivo", sock.send, size=3, call_id=CALL_ID)
         assert writer.offer(msg(0))  # under way, waiting on the socket
         assert all(writer.offer(msg(n)) for n in (1, 2, 3))  # queued: 3 = size
         assert not writer.offer(msg(99))  # full: nothing queued
@@ -235,6 +225,8 @@ def test_writer_queues_in_order_behind_a_slow_socket_and_bounds_the_queue() -> N
         await asyncio.sleep(0.01)
         assert not any(t.done() for t in waiting)  # back-pressure
         assert not writer.offer(msg(98))  # a put is waiting: no overtaking it
+        assert writer._task is not None  # the backlog's sender is the call's task
+        assert writer._task.get_name() == f"{CALL_ID}::plivo-writer"
         sock.gate.set()
         await asyncio.gather(*waiting)
         await until(lambda: writer._task is None)
@@ -248,7 +240,7 @@ def test_a_cancelled_put_passes_its_room_on() -> None:
     async def scenario() -> None:
         sock = Socket()
         sock.gate.clear()
-        writer = _Writer("plivo", sock.send, size=1)
+        writer = _Writer("plivo", sock.send, size=1, call_id=CALL_ID)
         writer.offer(msg(0))
         writer.offer(msg(1))
         first = asyncio.create_task(writer.put(msg(2)))
@@ -281,7 +273,7 @@ def test_writer_gives_up_when_the_socket_fails_and_releases_waiting_puts() -> No
     async def scenario() -> None:
         sock = Socket(fail_at=1)
         sock.gate.clear()
-        writer = _Writer("agent", sock.send, size=1)
+        writer = _Writer("agent", sock.send, size=1, call_id=CALL_ID)
         writer.offer(msg(0))
         writer.offer(msg(1))
         waiting = asyncio.create_task(writer.put(msg(2)))
@@ -300,7 +292,7 @@ def test_finish_sends_the_backlog_or_gives_up_on_a_stalled_peer() -> None:
     async def scenario() -> None:
         sock = Socket()
         sock.gate.clear()
-        writer = _Writer("plivo", sock.send, size=8)
+        writer = _Writer("plivo", sock.send, size=8, call_id=CALL_ID)
         for n in range(3):
             writer.offer(msg(n))
         finishing = asyncio.create_task(writer.finish(1.0))
@@ -312,7 +304,7 @@ def test_finish_sends_the_backlog_or_gives_up_on_a_stalled_peer() -> None:
 
         stalled = Socket()
         stalled.gate.clear()
-        writer = _Writer("agent", stalled.send, size=8)
+        writer = _Writer("agent", stalled.send, size=8, call_id=CALL_ID)
         writer.offer(msg(0))
         writer.offer(msg(1))
         started = time.monotonic()
@@ -556,7 +548,7 @@ class OfferingWire:
         self.agent.append(message)
 
     def io(self) -> SessionIO:
-        queue = _Writer("plivo", self.send_text, 100, self.write_now)
+        queue = _Writer("plivo", self.send_text, 100, self.write_now, call_id=CALL_ID)
         return SessionIO(queue, self.send_agent, self.offer_agent)
 
 

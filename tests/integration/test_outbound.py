@@ -9,16 +9,8 @@ import pytest
 
 from mirror_bridge.outbound import _Writer
 from tests.conftest import run
-from tests.fakes.session import (
-    CORRECTION,
-    INTERVENE,
-    FakeTransport,
-    frame,
-    make_session,
-    start_event,
-    turn,
-    until,
-)
+from tests.fakes.session import CALL_ID, frame, make_session, start_event, turn, until
+from tests.fakes.transport import CORRECTION, INTERVENE, FakeTransport
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +28,7 @@ class BusySocket:
 def test_enqueue_never_waits_keeps_order_past_the_size_and_offers_wait_behind_it() -> None:
     async def scenario() -> None:
         socket = BusySocket()
-        queue = _Writer("plivo", socket.send, 2)
+        queue = _Writer("plivo", socket.send, 2, call_id=CALL_ID)
         assert all(
             queue.enqueue({"event": "checkpoint", "name": str(n)}, "mirror") for n in range(5)
         )
@@ -53,7 +45,7 @@ def test_enqueue_never_waits_keeps_order_past_the_size_and_offers_wait_behind_it
 def test_purge_drops_only_the_tagged_messages_not_yet_written() -> None:
     async def scenario() -> None:
         socket = BusySocket()
-        queue = _Writer("plivo", socket.send, 10)
+        queue = _Writer("plivo", socket.send, 10, call_id=CALL_ID)
         for n, tag in enumerate(["agent", "agent", "mirror", "agent", "mirror"]):
             queue.enqueue({"event": "checkpoint", "name": f"{tag}{n}"}, tag)
         assert queue.purge("agent") == 2  # the first one is being written: not dropped
@@ -75,7 +67,7 @@ def test_an_intervention_drops_the_agents_audio_still_queued_for_plivo() -> None
         )
         session, wire, _ = make_session(transport, hold_budget_s=0.01)
         socket = BusySocket()
-        queue = _Writer("plivo", socket.send, 100)
+        queue = _Writer("plivo", socket.send, 100, call_id=CALL_ID)
         session.io = type(session.io)(plivo=queue, send_agent=wire.send_agent)
         await session.on_start(start_event())
         await session.on_mirror_message(turn("t1"))

@@ -14,7 +14,7 @@ from mirror_bridge.agent_protocol import error_reply
 from mirror_bridge.relay import PassThroughSession
 from mirror_dev.scripted_agent import AgentCall, ScriptedAgent
 from tests.conftest import run
-from tests.fakes.session import ALLOW, FakeTransport
+from tests.fakes.transport import ALLOW, FakeTransport
 from tests.integration.test_relay import Bridge
 from tests.support.harness import SupervisedBridge
 

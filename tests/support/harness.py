@@ -18,7 +18,7 @@ from mirror_bridge.tts import TTS
 from mirror_bridge.wiring import build_session_factory
 from mirror_dev.plivo_peer import PlivoPeer
 from tests.conftest import AUTH_TOKEN
-from tests.fakes.session import FakeTTS
+from tests.fakes.tts import FakeTTS
 from tests.support.live_server import LiveServer, free_port
 
 NUMBER = "14155550199"

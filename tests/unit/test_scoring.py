@@ -14,14 +14,8 @@ from mirror_bridge.agent_protocol import MirrorToolGate, MirrorTurn, parse_mirro
 from mirror_bridge.scoring import CallScope, ScoringClient, ScoringFailure
 from mirror_bridge.transport import FunctionError
 from tests.conftest import run
-from tests.fakes.session import (
-    ALLOW,
-    CALL_ID,
-    CORRECTION,
-    INTERVENE,
-    FakeTransport,
-    turn,
-)
+from tests.fakes.session import CALL_ID, turn
+from tests.fakes.transport import ALLOW, CORRECTION, INTERVENE, FakeTransport
 from tests.unit.test_session_gate import PLACE, gate_request, result
 
 pytestmark = pytest.mark.unit

@@ -16,18 +16,8 @@ from mirror_bridge.call_end import StoreStateWriter
 from mirror_bridge.outbound import _Writer
 from mirror_bridge.transport import FunctionError
 from tests.conftest import run
-from tests.fakes.session import (
-    ALLOW,
-    CORRECTION,
-    INTERVENE,
-    FakeTransport,
-    frame,
-    make_session,
-    played,
-    start_event,
-    turn,
-    until,
-)
+from tests.fakes.session import CALL_ID, frame, make_session, played, start_event, turn, until
+from tests.fakes.transport import ALLOW, CORRECTION, INTERVENE, FakeTransport
 
 pytestmark = pytest.mark.unit
 
@@ -393,7 +383,8 @@ def test_close_lets_what_is_queued_for_plivo_go_out_first() -> None:
             await asyncio.sleep(0.01)
             sent.append(message)
 
-        queue = _Writer("plivo", slow_send, 10)  # the relay's Plivo queue, on a busy socket
+        # the relay's Plivo queue, on a busy socket
+        queue = _Writer("plivo", slow_send, 10, call_id=CALL_ID)
         session.io = type(session.io)(plivo=queue, send_agent=wire.send_agent)
         for n in range(5):  # queued behind the busy socket, in order
             await session.on_agent_audio(frame(n))

@@ -9,7 +9,8 @@ import pytest
 
 from mirror_bridge.transport import FunctionError
 from tests.conftest import run
-from tests.fakes.session import FakeTransport, make_session, until
+from tests.fakes.session import make_session, until
+from tests.fakes.transport import FakeTransport
 
 pytestmark = pytest.mark.unit
 

@@ -22,17 +22,9 @@ from mirror_bridge.wiring import LoggedEventSink, build_app, build_session_facto
 from mirror_dev.in_process import InProcessTransport
 from mirror_dev.local import load_template
 from tests.conftest import TEMPLATE_PATH, run
-from tests.fakes.session import (
-    ALLOW,
-    CORRECTION,
-    INTERVENE,
-    FakeTransport,
-    FakeTTS,
-    Wire,
-    start_event,
-    turn,
-    until,
-)
+from tests.fakes.session import Wire, start_event, turn, until
+from tests.fakes.transport import ALLOW, CORRECTION, INTERVENE, FakeTransport
+from tests.fakes.tts import FakeTTS
 
 pytestmark = pytest.mark.unit
 

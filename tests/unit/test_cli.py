@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from tests.unit.test_evaluation import (
     write_cases,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REQUIRED_KEYS = {
@@ -165,17 +163,6 @@ def test_usage_errors_exit_2(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["--help"], capsys)
     assert code == 0 and "eval" in out and "replay" in out
-
-
-def test_importing_the_cli_stays_light() -> None:
-    code = (
-        "import sys, mirror.cli; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'matplotlib'}))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
 
 
 # -- replay -----------------------------------------------------------------------------------

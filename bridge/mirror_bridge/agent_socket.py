@@ -59,7 +59,7 @@ class AgentConnection(ClientConnection):
     async def recv(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("AgentConnection delivers messages by push: use start_delivery")
 
-    def __aiter__(self) -> NoReturn:  # type: ignore[override]
+    def __aiter__(self) -> NoReturn:
         raise TypeError("AgentConnection delivers messages by push: use start_delivery")
 
     # --- asyncio.Protocol and websockets hooks (compat.CLIENT_HOOKS) ---------------------------

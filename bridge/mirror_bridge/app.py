@@ -64,12 +64,14 @@ def stream_xml(settings: Settings, number: str, tenant_id: str) -> str:
             extraHeaders=f"{NUMBER_HEADER}={number}",
         )
     )
-    return '<?xml version="1.0" encoding="UTF-8"?>' + response.to_string(False)
+    xml: str = response.to_string(False)  # plivo has no type information
+    return '<?xml version="1.0" encoding="UTF-8"?>' + xml
 
 
 def hangup_xml(reason: str = "rejected") -> str:
     response = plivoxml.ResponseElement().add(plivoxml.HangupElement(reason=reason))
-    return '<?xml version="1.0" encoding="UTF-8"?>' + response.to_string(False)
+    xml: str = response.to_string(False)
+    return '<?xml version="1.0" encoding="UTF-8"?>' + xml
 
 
 async def _params(request: Request) -> dict[str, str | list[str]]:
@@ -154,7 +156,9 @@ def create_app(
         log.warning("%s signature rejected: %s", what, check.reason)
         return settings.signature_mode == "log"
 
-    async def post_check(request: Request, public_url: str, what: str) -> tuple[bool, dict]:
+    async def post_check(
+        request: Request, public_url: str, what: str
+    ) -> tuple[bool, dict[str, str | list[str]]]:
         params = await _params(request)
         check = check_post(
             request.headers, public_url, request.url.query, params,

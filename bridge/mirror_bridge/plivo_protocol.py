@@ -13,8 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsKeysAndGetItem
 
 MULAW = "audio/x-mulaw"
 L16 = "audio/x-l16"
@@ -45,9 +49,13 @@ class Frame(dict[str, Any]):
         self.text = None
         super().__delitem__(key)
 
-    def __ior__(self, other: Any) -> Frame:  # type: ignore[override,misc]
+    # dict's `|=` takes any mapping or pairs, its `|` only a dict: mypy holds `__ior__` to
+    # `__or__`, and typeshed's own dict ignores that mismatch too.
+    def __ior__(  # type: ignore[override,misc]  # typeshed: dict's |= is wider than its |
+        self, other: SupportsKeysAndGetItem[str, Any] | Iterable[tuple[str, Any]]
+    ) -> Self:
         self.text = None
-        return super().__ior__(other)  # type: ignore[return-value]
+        return super().__ior__(other)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.text = None
@@ -325,7 +333,9 @@ def parse_event(raw: dict[str, Any]) -> PlivoEvent:
     if event == "clearedAudio":
         return ClearedAudioEvent(stream_id=top_sid, sequence_number=seq, raw=raw)
     if event == "stop":
-        stop = raw.get("stop") if isinstance(raw.get("stop"), dict) else {}
+        stop = raw.get("stop")
+        if not isinstance(stop, dict):
+            stop = {}
         return StopEvent(
             stream_id=top_sid or _opt_str(stop.get("streamId")),
             call_id=_opt_str(stop.get("callId")),
@@ -336,8 +346,9 @@ def parse_event(raw: dict[str, Any]) -> PlivoEvent:
     return UnknownEvent(event=event, raw=raw)
 
 
-_scan = json.JSONDecoder().scan_once
-"""json.loads' own C scanner (the default decoder's), called without its two whitespace regexes."""
+_scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+"""json.loads' own C scanner (the default decoder's), called without its two whitespace regexes.
+(`JSONDecoder.__init__` sets `scan_once` on the instance; typeshed does not declare it.)"""
 
 
 def decode_frame(text: str | bytes) -> Frame:

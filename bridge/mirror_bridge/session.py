@@ -97,7 +97,6 @@ from mirror_bridge.session_state import (
     DEFAULT_FALLBACK_NOTE,
     MIRROR,
     BridgeSessionConfig,
-    CallContextLike,
 )
 from mirror_bridge.silence import SilenceMixin
 
@@ -108,7 +107,6 @@ __all__ = [
     "DEFAULT_FALLBACK_NOTE",
     "MIRROR",
     "BridgeSessionConfig",
-    "CallContextLike",
     "CallSession",
     "SessionIO",
 ]

@@ -10,9 +10,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-from mirror.models import MirrorConfig, Verdict
+from mirror.models import CallContext, MirrorConfig, Verdict
 from mirror_bridge.agent_protocol import MirrorOutbound, MirrorTurn
 from mirror_bridge.audio import MULAW, SAMPLE_RATE, bytes_per_second
 from mirror_bridge.call_end import CallEnd, CallStateWriter, EventSink
@@ -32,14 +32,6 @@ DEFAULT_FALLBACK_NOTE = (
     "Your last reply was stopped before the caller heard all of it. Re-check what the caller "
     "asked for, read the details back, and get a clear yes before doing anything irreversible."
 )
-
-
-class CallContextLike(Protocol):
-    @property
-    def call_id(self) -> str: ...
-
-    @property
-    def tenant_id(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +86,7 @@ class SessionState:
 
     def __init__(
         self,
-        ctx: CallContextLike,
+        ctx: CallContext,
         io: SessionIO,
         *,
         functions: FunctionTransport,
@@ -122,7 +114,7 @@ class SessionState:
         self.buffer_lines = buffer_lines or BufferLineCache(tts)
         self.rest = rest
         self.counts: Counter[str] = Counter()
-        self.call_end = CallEnd(ctx, events=events, state=state)  # type: ignore[arg-type]
+        self.call_end = CallEnd(ctx, events=events, state=state)
         self.checkpoints = Checkpoints()
         self.playout = Playout(clock)
         self.stream_id: str | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 SignatureMode = Literal["off", "log", "enforce"]
@@ -17,6 +17,10 @@ Mode = Literal["aws", "local"]
 """`aws`: Lambda, Polly, DynamoDB, EventBridge. `local`: the functions in-process (against moto
 or whatever `AWS_ENDPOINT_URL` points at) and offline speech."""
 TtsEngine = Literal["polly", "offline"]
+
+SIGNATURE_MODES: tuple[SignatureMode, ...] = get_args(SignatureMode)
+MODES: tuple[Mode, ...] = get_args(Mode)
+TTS_ENGINES: tuple[TtsEngine, ...] = get_args(TtsEngine)
 
 
 class SettingsError(ValueError):
@@ -74,16 +78,14 @@ class Settings:
         u = urlsplit(self.public_base_url)
         if u.scheme not in ("http", "https") or not u.netloc:
             raise SettingsError(f"PUBLIC_BASE_URL must be http(s)://host: {self.public_base_url!r}")
-        if self.signature_mode not in ("off", "log", "enforce"):
-            raise SettingsError(
-                f"SIGNATURE_MODE must be off, log or enforce: {self.signature_mode}"
-            )
+        if self.signature_mode not in SIGNATURE_MODES:
+            raise SettingsError(_not_one_of("SIGNATURE_MODE", self.signature_mode, SIGNATURE_MODES))
         if self.queue_size < 1:
             raise SettingsError("BRIDGE_QUEUE_SIZE must be at least 1")
-        if self.mode not in ("aws", "local"):
-            raise SettingsError(f"BRIDGE_MODE must be aws or local: {self.mode!r}")
-        if self.tts_engine not in (None, "polly", "offline"):
-            raise SettingsError(f"TTS_ENGINE must be polly or offline: {self.tts_engine!r}")
+        if self.mode not in MODES:
+            raise SettingsError(_not_one_of("BRIDGE_MODE", self.mode, MODES))
+        if self.tts_engine is not None and self.tts_engine not in TTS_ENGINES:
+            raise SettingsError(_not_one_of("TTS_ENGINE", self.tts_engine, TTS_ENGINES))
         if self.function_workers < 1:
             raise SettingsError("FUNCTION_WORKERS must be at least 1")
         if not 0 < self.hold_budget_s <= 5:
@@ -121,6 +123,8 @@ class Settings:
         def opt(name: str) -> str | None:
             return (environ.get(name) or "").strip() or None
 
+        tts = opt("TTS_ENGINE")
+
         def num(name: str, default: float) -> float:
             raw = opt(name)
             try:
@@ -133,22 +137,37 @@ class Settings:
             main_auth_token=opt("PLIVO_MAIN_AUTH_TOKEN"),
             public_base_url=opt("PUBLIC_BASE_URL") or "",
             public_stream_url=opt("PUBLIC_STREAM_URL"),
-            signature_mode=(opt("SIGNATURE_MODE") or "enforce"),  # type: ignore[arg-type]
+            signature_mode=_one_of(
+                "SIGNATURE_MODE", opt("SIGNATURE_MODE") or "enforce", SIGNATURE_MODES
+            ),
             call_table=opt("CALL_TABLE"),
             default_agent_url=opt("DEFAULT_AGENT_URL"),
             default_tenant_id=opt("DEFAULT_TENANT_ID") or "default",
             tenant_cache_ttl_s=num("TENANT_CACHE_TTL_S", 30.0),
             agent_connect_timeout_s=num("AGENT_CONNECT_TIMEOUT_S", 3.0),
             queue_size=int(num("BRIDGE_QUEUE_SIZE", 512)),
-            mode=(opt("BRIDGE_MODE") or "aws").lower(),  # type: ignore[arg-type]
+            mode=_one_of("BRIDGE_MODE", (opt("BRIDGE_MODE") or "aws").lower(), MODES),
             score_turn_function=opt("SCORE_TURN_FUNCTION"),
             gate_tool_function=opt("GATE_TOOL_FUNCTION"),
             generate_correction_function=opt("GENERATE_CORRECTION_FUNCTION"),
             event_bus_name=opt("EVENT_BUS_NAME"),
-            tts_engine=(opt("TTS_ENGINE") or "").lower() or None,  # type: ignore[arg-type]
+            tts_engine=_one_of("TTS_ENGINE", tts.lower(), TTS_ENGINES) if tts else None,
             polly_engine=opt("POLLY_ENGINE") or "neural",
             function_workers=int(num("FUNCTION_WORKERS", 16)),
             hold_budget_s=num("HOLD_BUDGET_S", 0.1),
             max_call_s=num("MAX_CALL_S", 3600.0),
             caller_silence_s=num("CALLER_SILENCE_S", 10.0),
         )
+
+
+def _one_of[T: str](name: str, text: str, allowed: tuple[T, ...]) -> T:
+    """`text` as the one of `allowed` it spells (typed as that Literal); SettingsError naming
+    the setting for anything else."""
+    for value in allowed:
+        if text == value:
+            return value
+    raise SettingsError(_not_one_of(name, text, allowed))
+
+
+def _not_one_of(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    return f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}: {value!r}"

@@ -1,8 +1,8 @@
 """CorrectionService: LLM first under a timeout, validated output, templates, the one-shot note.
 
-The LLM is a small in-test class implementing `mirror.llm.base.LLMClient` (scripted replies,
-errors, delays); the HTTP-level fakes of the real adapters live with the LLM layer's tests. The
-store is the in-memory one and DynamoDB under in-process moto.
+The LLM is tests/fakes/llm.py's scripted `LLMClient` (replies, errors, delays); the HTTP-level
+fakes of the real adapters live with the LLM layer's tests. The store is the in-memory one here;
+the note in DynamoDB (moto) is tests/integration/test_correction_store.py's.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -43,11 +42,11 @@ from mirror.models import (
     ReasonCode,
     Verdict,
 )
-from mirror.state import DynamoDBStateStore, InMemoryStateStore, StateStore
+from mirror.state import InMemoryStateStore
 from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, correction_llm
 from tests.fakes.stores import BrokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = json.loads((REPO_ROOT / "events" / "generate_correction.json").read_text("utf-8"))
@@ -75,16 +74,6 @@ def sample_reason() -> Reason:
 
 def ctx() -> CallContext:
     return CallContext(call_id=SAMPLE["call_id"], tenant_id=SAMPLE["tenant_id"])
-
-
-@pytest.fixture(params=["memory", "dynamodb"])
-def any_store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
-    if request.param == "memory":
-        yield InMemoryStateStore()
-    else:
-        table = request.getfixturevalue("call_state_table")
-        client = request.getfixturevalue("dynamodb_client")
-        yield DynamoDBStateStore(table, client=client)
 
 
 # --- the LLM path -----------------------------------------------------------------------------
@@ -548,53 +537,6 @@ def test_primary_reason_is_the_strongest_actionable_one_of_the_right_kind() -> N
     weak = Verdict(decision="intervene", score=0.5, reasons=[reasons[0]])
     assert primary_reason(weak, 0.7).code == "wrong_amount"  # nothing actionable: the best one
     assert primary_reason(Verdict(decision="intervene", score=0.9), 0.7) is None
-
-
-# --- the note in the store, idempotency -------------------------------------------------------
-
-
-def test_note_is_stored_and_read_once(any_store: StateStore) -> None:
-    result = generate(CorrectionService(any_store, correction_llm(), clock=lambda: NOW)).result
-    assert result.note_stored
-    assert any_store.take_override(ctx(), NOW + 1) == result.override_note
-    assert any_store.take_override(ctx(), NOW + 2) is None
-
-
-def test_note_expires_with_its_ttl(any_store: StateStore) -> None:
-    service = CorrectionService(any_store, clock=lambda: NOW, note_ttl_s=60)
-    generate(service)
-    assert any_store.take_override(ctx(), NOW + 61) is None
-
-
-def test_regenerating_the_same_turn_neither_asks_again_nor_stacks_notes(
-    any_store: StateStore,
-) -> None:
-    llm = correction_llm()
-    clock = iter([NOW, NOW + 1, NOW + 2, NOW + 3])
-    service = CorrectionService(any_store, llm, clock=lambda: next(clock))
-    first = generate(service).result
-    assert any_store.take_override(ctx(), NOW + 1.5) == first.override_note  # the next turn
-
-    again = generate(service).result  # a retry after the agent took the note
-    assert again.replayed and not first.replayed
-    assert again.model_dump(exclude={"replayed"}) == first.model_dump(exclude={"replayed"})
-    assert len(llm.calls) == 1
-    assert any_store.take_override(ctx(), NOW + 2.5) is None  # not resurrected
-
-    other = generate(service, turn_id="t-0004").result  # a new turn's correction
-    assert not other.replayed and len(llm.calls) == 2
-    assert any_store.take_override(ctx(), NOW + 3.5) == other.override_note
-    assert any_store.take_override(ctx(), NOW + 3.6) is None
-
-
-def test_a_newer_correction_replaces_an_untaken_note(any_store: StateStore) -> None:
-    service = CorrectionService(any_store, clock=lambda: NOW)
-    generate(service, turn_id="t1")
-    second = generate(
-        service, event(verdict={**SAMPLE["verdict"], "reasons": []}), turn_id="t2"
-    ).result
-    assert any_store.take_override(ctx(), NOW + 1) == second.override_note
-    assert any_store.take_override(ctx(), NOW + 1) is None
 
 
 def test_remembered_corrections_are_bounded() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mirror_bridge.plivo_protocol import Frame, wire_text
+from mirror_bridge.tasks import spawn
 
 log = logging.getLogger("mirror_bridge.relay")
 
@@ -54,7 +55,8 @@ class _Writer:
     (back-pressure on this direction only). `enqueue` (the session's way in, `PlivoQueue`)
     never waits: the session's messages keep their order here, in this one queue, past `size`
     if they must (`offer` and `put` then wait behind them), tagged by origin so that `purge` can
-    drop the ones of an origin not yet written (an intervened turn's audio)."""
+    drop the ones of an origin not yet written (an intervened turn's audio). The task that
+    sends a backlog is the call's, named `{call_id}::{name}-writer`."""
 
     def __init__(
         self,
@@ -62,8 +64,11 @@ class _Writer:
         send: Callable[[str], Awaitable[None]],
         size: int,
         write_now: Callable[[str], bool] | None = None,
+        *,
+        call_id: str,
     ) -> None:
         self.name = name
+        self._task_name = f"{call_id}::{name}-writer"
         self._send = send
         self._write_now = write_now
         self._size = size
@@ -157,7 +162,7 @@ class _Writer:
                 return
         self._pending.append((text, tag))
         if not self._busy:
-            task = asyncio.Task(self._drain(), loop=self._loop, eager_start=True)
+            task = spawn(self._drain(), name=self._task_name, eager=True)
             if not task.done():
                 self._task = task
 

@@ -152,10 +152,17 @@ class CallRelay:
         size = self.settings.queue_size
         plivo_push = push_socket(self.plivo)  # each socket's push path, once per connection
         agent_push = push_path(conn)
+        call_id = start.call_id
         to_plivo = _Writer(
-            "plivo", self.plivo.send_text, size, plivo_push.write_now if plivo_push else None
+            "plivo",
+            self.plivo.send_text,
+            size,
+            plivo_push.write_now if plivo_push else None,
+            call_id=call_id,
         )
-        to_agent = _Writer("agent", conn.send, size, agent_push.write_now if agent_push else None)
+        to_agent = _Writer(
+            "agent", conn.send, size, agent_push.write_now if agent_push else None, call_id=call_id
+        )
         ctx = CallContext(start.call_id, start.stream_id, number, tenant, start.media_format, start)
         io = SessionIO(plivo=to_plivo, send_agent=to_agent.put, offer_agent=to_agent.offer)
         session = self.session_factory(ctx, io)

@@ -65,11 +65,12 @@ def check_answer(name: str, answer: Any) -> dict[str, Any]:
 
 
 GIL_SWITCH_INTERVAL_S = 0.0001
-"""The GIL's switch interval while no in-process handler runs (the relay sets it at the first
-call): how long a thread holding the GIL (boto3's work on the pool, speech) may keep the event
-loop, and every call's audio, waiting when it wants the GIL back, and how long a function call's
-thread waits for it to start. Python's default, 5 ms, is a quarter of an audio frame. The
-local transport (`mirror_dev.in_process`) raises it while one of its handlers runs."""
+"""The GIL's switch interval while no in-process handler runs (set once at the app's start-up,
+before any call: `app.tuned` through `tuning.freeze_startup_heap`): how long a thread holding
+the GIL (boto3's work on the pool, speech) may keep the event loop, and every call's audio,
+waiting when it wants the GIL back, and how long a function call's thread waits for it to
+start. Python's default, 5 ms, is a quarter of an audio frame. The local transport
+(`mirror_dev.in_process`) raises it while one of its handlers runs."""
 
 
 class LoopInbox:

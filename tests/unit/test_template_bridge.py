@@ -20,7 +20,7 @@ import pytest
 from mirror_dev.local import load_template
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 DOCKERFILE = REPO_ROOT / "bridge" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / "bridge" / "Dockerfile.dockerignore"

@@ -25,7 +25,7 @@ from mirror_dev.reports_local import (
 )
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 ASL_TEXT = (REPO_ROOT / ASL_PATH).read_text(encoding="utf-8")
 FUNCTIONS = {

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mirror.config import config_for_event
 from mirror.gate import (
     DEFAULT_SPOKEN_LINES,
     IDEMPOTENCY_PK,
@@ -76,7 +77,7 @@ UNCONFIRMED_HISTORY = [{"role": "customer", "text": "Please cancel order W100."}
 
 
 def gate(service: GateService, ev: GateToolEvent, **config: Any) -> GateOutcome:
-    return service.gate(ev, GateService.config_for(MirrorConfig(**config), ev))
+    return service.gate(ev, config_for_event(MirrorConfig(**config), ev))
 
 
 def only(outcome: GateOutcome):

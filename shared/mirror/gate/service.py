@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mirror.config import config_for_event
 from mirror.gate.failsafe import (
     DEFAULT_SPOKEN_LINES,
     _failure,
@@ -91,12 +90,6 @@ class GateService:
 
     def judge_for(self, config: MirrorConfig) -> Judge:
         return self._judges.get(config)
-
-    @staticmethod
-    def config_for(base: MirrorConfig, event: GateToolEvent) -> MirrorConfig:
-        """The base config with the event's tenant, policies and irreversible tools. Raises
-        pydantic's ValidationError (field `policies`) when an event directive does not parse."""
-        return config_for_event(base, event)  # type: ignore[arg-type] - reads the same 3 fields
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -179,11 +172,12 @@ class GateService:
     ) -> ToolDecision:
         config = judgement.config
         reasons = [r for r in verdict.reasons if r.tool_call_id == call.id]
-        base = {"tool_call_id": call.id, "name": call.name, "irreversible": True}
         if call.id in verdict.blocked_tool_call_ids:
             top = next(r for r in reasons if r.score >= config.intervention_threshold)
             return ToolDecision(
-                **base,
+                tool_call_id=call.id,
+                name=call.name,
+                irreversible=True,
                 decision="block",
                 reasons=reasons,
                 spoken_line=self.line(top.code),
@@ -193,7 +187,9 @@ class GateService:
         kind = judgement.tier_failure(verdict.decided_by) if failed and verdict.decided_by else None
         if call.id in verdict.held_tool_call_ids:
             return ToolDecision(
-                **base,
+                tool_call_id=call.id,
+                name=call.name,
+                irreversible=True,
                 decision="hold",
                 reasons=reasons,
                 spoken_line=self.line("tier_unavailable"),
@@ -201,7 +197,9 @@ class GateService:
                 failure=kind or "tier_error",
             )
         return ToolDecision(
-            **base,
+            tool_call_id=call.id,
+            name=call.name,
+            irreversible=True,
             decision="allow",
             reasons=reasons,
             decided_by="failure_mode" if failed else (verdict.decided_by or "tier0"),

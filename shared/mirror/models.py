@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    field_validator,
+    model_validator,
+)
 
 from mirror.llm.settings import LLMSettings, Tier1Settings
 from mirror.policy import compile_policies
@@ -61,6 +68,15 @@ class ToolCall(BaseModel):
     """Per-call override of the config's irreversible tool list (None: use the list)."""
 
 
+ToolCalls = Annotated[
+    Sequence[ToolCall], GetPydanticSchema(lambda _source, handler: handler(list[ToolCall]))
+]
+"""A turn's tool calls: a list, read-only to type checkers so that an event may narrow the item
+type (GateTool's `PlannedToolCall`s). Validated and serialised exactly as `list[ToolCall]`:
+pydantic's own `Sequence` schema goes through Python functions (about twice the cost per turn)
+and turns a tuple input into a tuple."""
+
+
 class CustomerMessage(BaseModel):
     model_config = _STRICT
     role: Literal["customer"]
@@ -71,7 +87,7 @@ class AgentMessage(BaseModel):
     model_config = _STRICT
     role: Literal["agent"]
     text: Text = ""
-    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+    tool_calls: ToolCalls = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
 
 
 class ToolMessage(BaseModel):
@@ -91,12 +107,12 @@ class Turn(BaseModel):
 
     customer_text: Text = ""
     agent_text: Text = ""
-    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+    tool_calls: ToolCalls = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
     history: list[Message] = Field(default_factory=list, max_length=MAX_HISTORY_MESSAGES)
 
     @field_validator("tool_calls")
     @classmethod
-    def _unique_call_ids(cls, calls: list[ToolCall]) -> list[ToolCall]:
+    def _unique_call_ids(cls, calls: Sequence[ToolCall]) -> Sequence[ToolCall]:
         ids = [c.id for c in calls]
         if len(set(ids)) != len(ids):
             raise ValueError("tool call ids must be unique within a turn")

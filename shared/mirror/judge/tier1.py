@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mirror.judge.base import Finding
@@ -160,7 +160,8 @@ class ZeroShotTier:
                 Accept="application/json",
                 Body=body,
             )
-            return reply["Body"].read()
+            data: bytes = reply["Body"].read()
+            return data
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "error")
             raise LLMUnavailable(f"tier1 {self.settings.endpoint_name}: {code}") from None
@@ -207,6 +208,7 @@ def _describe(call: ToolCall) -> str:
 def _scores(body: Any, hypotheses: list[str]) -> list[float]:
     """Scores from either zero-shot shape: {"labels": [...], "scores": [...]} (the Inference API
     and the SageMaker Hugging Face container) or [{"label", "score"}, ...] (the HF router)."""
+    pairs: Iterable[tuple[Any, Any]]
     if isinstance(body, dict) and "labels" in body and "scores" in body:
         pairs = zip(body["labels"], body["scores"], strict=False)
     elif isinstance(body, list) and all(isinstance(x, dict) for x in body):

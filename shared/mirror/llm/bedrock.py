@@ -89,7 +89,8 @@ class BedrockLLM:
         )
 
         try:
-            return self.client().converse(**request)
+            reply: dict[str, Any] = self.client().converse(**request)
+            return reply
         except (ReadTimeoutError, ConnectTimeoutError):
             raise LLMTimeout(f"{self.name}: attempt timed out") from None
         except ClientError as e:

@@ -350,6 +350,14 @@ def to_attr(value: Any) -> dict[str, Any]:
 def from_attr(attr: Mapping[str, Any]) -> Any:
     """`to_attr` reversed (numbers come back as int when integral). ValueError for a type
     `to_attr` never writes."""
+    if "L" in attr:
+        return [from_attr(v) for v in attr["L"]]
+    return scalar_from_attr(attr)
+
+
+def scalar_from_attr(attr: Mapping[str, Any]) -> MetaValue:
+    """`from_attr` for a scalar (a string, number, bool or null); ValueError for anything
+    else, a list included."""
     if "S" in attr:
         return str(attr["S"])
     if "N" in attr:
@@ -358,8 +366,6 @@ def from_attr(attr: Mapping[str, Any]) -> Any:
         return bool(attr["BOOL"])
     if "NULL" in attr:
         return None
-    if "L" in attr:
-        return [from_attr(v) for v in attr["L"]]
     raise ValueError(f"unexpected DynamoDB attribute type {sorted(attr)}")
 
 

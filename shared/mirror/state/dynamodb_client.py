@@ -96,7 +96,8 @@ class DynamoDBCallTable:
             kwargs["TableName"] = self._table
         where = f"state store {operation} failed ({method} on table {self._table!r})"
         try:
-            return getattr(self._get_client(), method)(**kwargs)
+            response: dict[str, Any] = getattr(self._get_client(), method)(**kwargs)
+            return response
         except ClientError as e:
             error = e.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))

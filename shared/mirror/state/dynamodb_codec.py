@@ -14,9 +14,9 @@ from mirror.state.base import (
     MetaValue,
     RecordedToolCall,
     StateStoreError,
-    from_attr,
     is_live,
     number_from_str,
+    scalar_from_attr,
 )
 
 Item = dict[str, Any]
@@ -40,12 +40,12 @@ class Rejected(Exception):
 
 def decode_meta(attr: Mapping[str, Any]) -> MetaValue:
     """A call-metadata attribute: scalars only."""
-    if "L" not in attr:
-        try:
-            return from_attr(attr)  # type: ignore[no-any-return]
-        except ValueError:
-            pass
-    raise StateStoreError(f"unexpected DynamoDB attribute type {sorted(attr)} in call state")
+    try:
+        return scalar_from_attr(attr)
+    except ValueError:
+        raise StateStoreError(
+            f"unexpected DynamoDB attribute type {sorted(attr)} in call state"
+        ) from None
 
 
 def expires_at(item: Mapping[str, Any]) -> int | float | None:

@@ -23,6 +23,7 @@ venv:
 lint: venv
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(PY) -m mypy
 	$(SAM) validate --lint
 
 # Strict mypy with the pydantic plugin on the core and the bridge ([tool.mypy] in pyproject.toml).
@@ -44,6 +45,7 @@ SANDBOX := env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN -u AWS
 test: venv
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(PY) -m mypy
 	$(SANDBOX) $(SAM) validate --lint
 	$(SANDBOX) $(SAM) build
 	$(PY) -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build

@@ -45,6 +45,13 @@ class SafeEMFProvider(AmazonCloudWatchEMFProvider):
             logger.warning("metric dimension not added: %s", name, exc_info=True)
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        if not self.metric_set and not raise_on_empty_metrics:
+            # Nothing to publish, as Powertools would publish nothing, but without its
+            # UserWarning: here an empty set is expected. An outcome whose counts all carry
+            # dimensions of their own (`count`: fresh gate decisions) or that counts nothing (a
+            # replayed verdict, a call not found) leaves the Api route's own document
+            # (`usecases.emit.flushed_metrics`) or ScoreTurn's empty.
+            return
         try:
             super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
         except Exception:  # noqa: BLE001

@@ -4,6 +4,7 @@ tracing is off."""
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import pytest
@@ -108,3 +109,20 @@ def test_a_flush_without_a_namespace_is_logged_and_never_raised(
         assert handler({}, None) == {"decision": "allow"}  # nothing left over to fail on
     assert emf_documents(capsys.readouterr().out) == []
     assert any("metrics not emitted" in r.getMessage() for r in caplog.records)
+
+
+def test_an_empty_flush_publishes_nothing_and_does_not_warn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An outcome whose counts are all documents of their own leaves the set empty (the Api's
+    per-route document): expected, so no "No application metrics to publish" UserWarning."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "MirrorTest")
+    metrics = function_metrics()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics.flush_metrics()
+        metrics.add_metric(name="Verdicts", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()
+        metrics.flush_metrics()  # flushed already: nothing more
+    assert [str(w.message) for w in caught] == []
+    assert len(emf_metric(emf_documents(capsys.readouterr().out), "Verdicts")) == 1

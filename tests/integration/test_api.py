@@ -9,15 +9,12 @@ functions/api/app.py afresh, so its lazily built services belong to this test's 
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,27 +30,29 @@ from mirror.gate import GateResult
 from mirror.models import CallContext, Verdict
 from mirror.state import DynamoDBStateStore
 from mirror.state.base import PK
-from mirror_dev.local import import_file, load_template
+from mirror_dev.local import load_template
 from scripts.export_openapi import OPENAPI_PATH, render
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 from tests.fakes.lambda_context import FakeContext
 from tests.fakes.tiers import FakeTier
+from tests.support.api import (
+    API_PATH,
+    CORRECTION_PATH,
+    GATE_TOOL_PATH,
+    NAMESPACE,
+    SCORE_TURN_PATH,
+    asgi,
+    error_of,
+    http_event,
+    invoke,
+    load_event,
+)
 from tests.support.handlers import (
     PII_TEXT,
     PII_VALUES,
-    CurrentStdout,
     emf_documents,
     emf_metric,
-    reset_logger,
 )
-
-API_PATH = REPO_ROOT / "functions" / "api" / "app.py"
-SCORE_TURN_PATH = REPO_ROOT / "functions" / "score_turn" / "app.py"
-GATE_TOOL_PATH = REPO_ROOT / "functions" / "gate_tool" / "app.py"
-CORRECTION_PATH = REPO_ROOT / "functions" / "generate_correction" / "app.py"
-EVENTS_DIR = REPO_ROOT / "events"
-SERVICE_NAME = "mirror-api-test"
-NAMESPACE = "MirrorTest"
 
 pytestmark = [
     pytest.mark.integration,
@@ -64,69 +63,7 @@ pytestmark = [
 ]
 
 
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
-
-
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def api_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CALL_TABLE", call_state_table)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    for name in (
-        "MIRROR_CONFIG",
-        "MIRROR_API_MAX_BODY_BYTES",
-        "CORRECTION_LLM_TIMEOUT_S",
-        "POWERTOOLS_METRICS_DISABLED",
-        "POWERTOOLS_DEV",
-        "POWERTOOLS_LOGGER_LOG_EVENT",
-        "POWERTOOLS_IDEMPOTENCY_DISABLED",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return call_state_table
-
-
-def _unload(module: ModuleType) -> None:
-    if hasattr(module, "metrics"):
-        module.metrics.clear_metrics()
-    if hasattr(module, "deps"):
-        module.deps.loop().close()
-    sys.modules.pop(module.__name__, None)
-
-
-@pytest.fixture
-def load_module(
-    api_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., ModuleType]]:
-    """Import a handler fresh: `load_module(path, config=json, tiers=[...])`. `tiers` replaces
-    what `mirror.llm` would build (`deps.using(remote_tiers=...)`)."""
-    loaded: list[ModuleType] = []
-    swaps = ExitStack()
-
-    def load(path: Path = API_PATH, config: str | None = None, tiers: Any = None) -> ModuleType:
-        if config is not None:
-            monkeypatch.setenv("MIRROR_CONFIG", config)
-        reset_logger(SERVICE_NAME)
-        module = import_file(path, path.parent.name)
-        if hasattr(module, "deps"):
-            swaps.enter_context(module.deps.using(remote_tiers=lambda config: list(tiers or [])))
-        module.metrics.clear_metrics()
-        for handler in logging.getLogger(SERVICE_NAME).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(CurrentStdout())
-        loaded.append(module)
-        return module
-
-    with swaps:
-        yield load
-    for module in loaded:
-        _unload(module)
-    reset_logger(SERVICE_NAME)
 
 
 @pytest.fixture
@@ -150,94 +87,8 @@ def store(call_state_table: str, dynamodb_client: Any) -> DynamoDBStateStore:
 # --- the two ways in --------------------------------------------------------------------------
 
 
-def asgi(
-    api: ModuleType,
-    method: str,
-    url: str,
-    *,
-    json_body: Any = None,
-    content: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    params: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """One request through the ASGI app, on a private event loop (the main thread's current
-    loop belongs to Mangum)."""
-
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=api.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            return await c.request(
-                method, url, json=json_body, content=content, headers=headers, params=params
-            )
-
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(go())
-    finally:
-        loop.close()
-
-
-def http_event(
-    method: str,
-    path: str,
-    *,
-    route: str | None = None,
-    body: Any = None,
-    raw_body: str | None = None,
-    query: Mapping[str, str] | None = None,
-    base64_body: bool = False,
-    content_type: str | None = "application/json",
-    request_id: str | None = None,
-) -> dict[str, Any]:
-    """An HTTP API v2 event for `method path`, built on events/api_score_turn.json (the shape
-    `sam local generate-event apigateway http-api-proxy` gives, with an IAM authorizer)."""
-    event = copy.deepcopy(load_event("api_score_turn.json"))
-    route_key = f"{method} {route or path}"
-    event["routeKey"] = event["requestContext"]["routeKey"] = route_key
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["requestContext"]["http"]["method"] = method
-    event["requestContext"]["requestId"] = request_id or uuid.uuid4().hex[:16]
-    headers = event["headers"]
-    headers.pop("content-type", None)
-    headers.pop("content-length", None)
-    event.pop("body", None)
-    event.pop("queryStringParameters", None)
-    event["rawQueryString"] = httpx.QueryParams(query or {}).__str__()
-    if query:
-        event["queryStringParameters"] = dict(query)
-    text = raw_body if raw_body is not None else None if body is None else json.dumps(body)
-    if text is not None:
-        data = text.encode()
-        if content_type is not None:
-            headers["content-type"] = content_type
-        headers["content-length"] = str(len(data))
-        event["body"] = base64.b64encode(data).decode() if base64_body else text
-        event["isBase64Encoded"] = base64_body
-    return event
-
-
-def invoke(api: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-    """(status, headers, JSON body) of the Lambda entry's proxy response."""
-    response = api.lambda_handler(event, FakeContext(function_name="mirror-api-test"))
-    json.dumps(response)  # a Lambda response must be JSON-serializable
-    assert response["isBase64Encoded"] is False
-    headers = response.get("headers") or {}
-    assert headers.get("content-type") == "application/json"
-    return response["statusCode"], headers, json.loads(response["body"])
-
-
 def ctx_of(event: Mapping[str, Any]) -> CallContext:
     return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
-
-
-def error_of(body: Any, kind: str) -> dict[str, Any]:
-    """The structured error, checked for its shape: exactly `error`, with type and message."""
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert error["type"] == kind, error
-    assert isinstance(error["message"], str) and error["message"]
-    assert set(error) <= {"type", "message", "fields"}
-    return error
 
 
 def fields_of(body: Any) -> set[str]:

@@ -24,12 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from scripts.export_openapi import OPENAPI_PATH
-from tests.integration import test_api
-from tests.integration.test_api import asgi
-
-# test_api's fixtures (env, a fresh app module per test inside moto), used here as they are
-api_env = test_api.api_env
-load_module = test_api.load_module
+from tests.support.api import asgi
 
 MAX_EXAMPLES = 120
 """Per operation (five): about a minute for the whole file on a 2-core machine."""

@@ -41,12 +41,8 @@ from mirror_dev.reports_local import (
 )
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH, boto_session
 from tests.fakes.openai_http import chat_completion
-from tests.integration import test_api
-from tests.integration.test_api import asgi, error_of, http_event, invoke
+from tests.support.api import asgi, error_of, http_event, invoke
 from tests.support.handlers import CurrentStdout, reset_logger
-
-api_env = test_api.api_env
-load_module = test_api.load_module
 
 pytestmark = [
     pytest.mark.integration,

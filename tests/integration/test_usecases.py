@@ -14,8 +14,7 @@ import pytest
 from mirror.state import InMemoryStateStore
 from mirror.usecases import Deps
 from tests.fakes.lambda_context import FakeContext
-from tests.integration import test_api
-from tests.integration.test_api import (
+from tests.support.api import (
     API_PATH,
     CORRECTION_PATH,
     GATE_TOOL_PATH,
@@ -26,10 +25,6 @@ from tests.integration.test_api import (
 from tests.support.handlers import emf_documents
 
 pytestmark = pytest.mark.integration
-
-# the Api tests' fixtures: the functions' environment and fresh handler imports
-api_env = test_api.api_env
-load_module = test_api.load_module
 
 BIG_TOOL_RESULT = "€" * 150_000
 """450 KB as UTF-8: more than one DynamoDB item holds."""

@@ -294,7 +294,7 @@ def test_without_the_internals_the_relay_reads_both_sockets_the_public_way(
     ClientConnection and Plivo's socket offers no push path; with uvicorn's state missing on a
     connection, that connection offers none. The call relays both ways all the same."""
     from mirror_dev.scripted_agent import AgentCall, ScriptedAgent
-    from tests.integration.test_relay import Bridge
+    from tests.support.relay import Bridge
 
     if what == "import":
         monkeypatch.setattr(compat, "MISSING", ("websockets.protocol.Protocol.current_size",))

@@ -490,7 +490,7 @@ def test_connect_agent_times_out_on_a_silent_server() -> None:
 
 def test_the_deployed_server_offers_the_push_path_and_the_relay_uses_it() -> None:
     from mirror_dev.scripted_agent import ScriptedAgent, echo
-    from tests.integration.test_relay import Bridge
+    from tests.support.relay import Bridge
 
     async def main() -> None:
         async with ScriptedAgent(echo) as agent:
@@ -557,8 +557,8 @@ def test_what_plivo_sent_while_the_agent_was_dialled_is_delivered_then_its_end(
     from mirror_dev.plivo_peer import PlivoPeer
     from mirror_dev.scripted_agent import ScriptedAgent, idle
     from tests.conftest import AUTH_TOKEN
-    from tests.integration.test_relay import NUMBER, RecordingSession
     from tests.support.live_server import LiveServer, free_port
+    from tests.support.relay import NUMBER, RecordingSession
 
     async def main() -> None:
         async with ScriptedAgent(idle) as agent:

@@ -15,8 +15,8 @@ from mirror_bridge.relay import PassThroughSession
 from mirror_dev.scripted_agent import AgentCall, ScriptedAgent
 from tests.conftest import run
 from tests.fakes.transport import ALLOW, FakeTransport
-from tests.integration.test_relay import Bridge
 from tests.support.harness import SupervisedBridge
+from tests.support.relay import Bridge
 
 pytestmark = pytest.mark.integration
 

@@ -39,8 +39,6 @@ from mirror_dev.scripted_agent import (
 from tests.conftest import AUTH_TOKEN, run
 from tests.support.harness import NUMBER, TENANT, SupervisedBridge
 
-# the moto fixtures of tests/unit
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from typing import Any
 
 import pytest
@@ -22,14 +21,11 @@ from mirror.events import (
 )
 from mirror.models import CallContext
 from mirror.reports.models import parse_call_ended as report_parser
+from mirror_bridge.call_end import EventBridgeSink  # tests/conftest.py puts bridge/ on sys.path
 from mirror_dev.local import load_template
-from tests.conftest import REPO_ROOT, TEMPLATE_PATH, TEST_REGION, boto_session
+from tests.conftest import TEMPLATE_PATH, TEST_REGION, boto_session
 
 pytestmark = pytest.mark.integration
-
-if str(REPO_ROOT / "bridge") not in sys.path:  # the bridge's package, as tests/bridge loads it
-    sys.path.insert(0, str(REPO_ROOT / "bridge"))
-from mirror_bridge.call_end import EventBridgeSink  # noqa: E402
 
 
 @pytest.fixture

@@ -21,8 +21,6 @@ from tests.conftest import run
 
 pytestmark = pytest.mark.integration
 
-# the moto fixtures of tests/unit, through the session tests' helper module
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAMES = {"score_turn": "fn-score", "gate_tool": "fn-gate", "generate_correction": "fn-corr"}
 

@@ -123,8 +123,6 @@ class Settings:
         def opt(name: str) -> str | None:
             return (environ.get(name) or "").strip() or None
 
-        tts = opt("TTS_ENGINE")
-
         def num(name: str, default: float) -> float:
             raw = opt(name)
             try:
@@ -132,6 +130,7 @@ class Settings:
             except ValueError:
                 raise SettingsError(f"{name} must be a number: {raw!r}") from None
 
+        tts = opt("TTS_ENGINE")
         return cls(
             auth_token=opt("PLIVO_AUTH_TOKEN") or "",
             main_auth_token=opt("PLIVO_MAIN_AUTH_TOKEN"),

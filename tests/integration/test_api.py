@@ -45,13 +45,14 @@ from tests.support.api import (
     error_of,
     http_event,
     invoke,
-    load_event,
 )
 from tests.support.handlers import (
     PII_TEXT,
     PII_VALUES,
+    ctx_of,
     emf_documents,
     emf_metric,
+    load_event,
 )
 
 pytestmark = [
@@ -85,10 +86,6 @@ def store(call_state_table: str, dynamodb_client: Any) -> DynamoDBStateStore:
 
 
 # --- the two ways in --------------------------------------------------------------------------
-
-
-def ctx_of(event: Mapping[str, Any]) -> CallContext:
-    return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
 
 
 def fields_of(body: Any) -> set[str]:

@@ -32,26 +32,25 @@ from tests.conftest import REPO_ROOT, TEMPLATE_PATH
 from tests.fakes.lambda_context import FakeContext
 from tests.fakes.tiers import FakeTier
 from tests.support.handlers import (
+    EVENTS_DIR,
     PII_TEXT,
     PII_VALUES,
     CurrentStdout,
+    ctx_of,
     emf_documents,
     emf_metric,
     error_fields,
+    load_event,
     reset_logger,
+    table_items,
 )
 
 pytestmark = pytest.mark.integration
 
 HANDLER_PATH = REPO_ROOT / "functions" / "gate_tool" / "app.py"
-EVENTS_DIR = REPO_ROOT / "events"
 SERVICE_NAME = "mirror-gate-tool-test"
 NAMESPACE = "MirrorTest"
 FAST_CONFIG = json.dumps({"timeouts": {"tier1_s": 0.05, "tier2_s": 0.05}})
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -118,10 +117,6 @@ def invoke(app: ModuleType, event: Any, context: FakeContext | None = None) -> d
     return response
 
 
-def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
-    return dynamodb_client.scan(TableName=table)["Items"]
-
-
 def counted(docs: list[dict[str, Any]], name: str, dimension: str) -> list[str]:
     """The `dimension` value of every `name` metric emitted, in order."""
     out = []
@@ -130,10 +125,6 @@ def counted(docs: list[dict[str, Any]], name: str, dimension: str) -> list[str]:
         assert any(dimension in dims for dims in directive["Dimensions"])
         out.append(doc[dimension])
     return out
-
-
-def ctx_of(event: dict[str, Any]) -> CallContext:
-    return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
 
 
 # --- the sample events ------------------------------------------------------------------------

@@ -25,19 +25,26 @@ from typing import Any
 import pytest
 
 from mirror.correction import CONFIRM_SUFFIX, LLM_TIMEOUT_ENV, CorrectionResult, CorrectionService
-from mirror.models import CallContext, MirrorConfig
+from mirror.models import MirrorConfig
 from mirror.state import DynamoDBStateStore
 from mirror.usecases import Deps
 from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
 from tests.fakes.lambda_context import FakeContext
 from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, FakeLLM, correction_llm
-from tests.support.handlers import CurrentStdout, emf_documents, error_fields, reset_logger
+from tests.support.handlers import (
+    CurrentStdout,
+    ctx_of,
+    emf_documents,
+    error_fields,
+    load_event,
+    reset_logger,
+    table_items,
+)
 
 pytestmark = pytest.mark.integration
 
 HANDLER_PATH = REPO_ROOT / "functions" / "generate_correction" / "app.py"
-EVENTS_DIR = REPO_ROOT / "events"
 SERVICE_NAME = "mirror-generate-correction-test"
 NAMESPACE = "MirrorTest"
 LLM_ENV = (
@@ -55,10 +62,6 @@ PII_VALUES = ("jo@example.com", "4111 1111 1111 1111", "415-555-0134")
 def context(**fields: Any) -> FakeContext:
     """This function's context: 4 s left unless told."""
     return FakeContext(**{"function_name": SERVICE_NAME, "remaining_ms": 4_000, **fields})
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -125,14 +128,6 @@ def invoke(app: ModuleType, event: Any, ctx: FakeContext | None = None) -> dict[
     response = app.lambda_handler(event, ctx or context())
     json.dumps(response)  # a Lambda response must be JSON-serializable
     return response
-
-
-def ctx_of(event: dict[str, Any]) -> CallContext:
-    return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
-
-
-def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
-    return dynamodb_client.scan(TableName=table)["Items"]
 
 
 def emf_counts(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -28,28 +28,27 @@ from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
 from tests.fakes.lambda_context import FakeContext
 from tests.support.handlers import (
+    EVENTS_DIR,
     PII_TEXT,
     PII_VALUES,
     CurrentStdout,
+    ctx_of,
     emf_documents,
     emf_metric,
     error_fields,
+    load_event,
     reset_logger,
+    table_items,
 )
 
 pytestmark = pytest.mark.integration
 
 HANDLER_PATH = REPO_ROOT / "functions" / "score_turn" / "app.py"
-EVENTS_DIR = REPO_ROOT / "events"
 SERVICE_NAME = "mirror-score-turn-test"
 """Not the deployed name: the test owns (and resets) this stdlib logger."""
 NAMESPACE = "MirrorTest"
 REPLAY_WARNING = "ignore:No application metrics to publish:UserWarning"
 """A replayed turn adds no metric, so Powertools warns on flush; expected, not under test."""
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -94,14 +93,6 @@ def invoke(app: ModuleType, event: Any, context: FakeContext | None = None) -> d
     response = app.lambda_handler(event, context or FakeContext())
     json.dumps(response)  # a Lambda response must be JSON-serializable
     return response
-
-
-def ctx_of(event: dict[str, Any]) -> CallContext:
-    return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
-
-
-def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
-    return dynamodb_client.scan(TableName=table)["Items"]
 
 
 # --- the sample events ------------------------------------------------------------------------

@@ -20,9 +20,8 @@ from tests.support.api import (
     GATE_TOOL_PATH,
     SCORE_TURN_PATH,
     asgi,
-    load_event,
 )
-from tests.support.handlers import emf_documents
+from tests.support.handlers import emf_documents, load_event
 
 pytestmark = pytest.mark.integration
 

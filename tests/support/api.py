@@ -19,18 +19,14 @@ import httpx
 
 from tests.conftest import REPO_ROOT
 from tests.fakes.lambda_context import FakeContext
+from tests.support.handlers import load_event
 
 API_PATH = REPO_ROOT / "functions" / "api" / "app.py"
 SCORE_TURN_PATH = REPO_ROOT / "functions" / "score_turn" / "app.py"
 GATE_TOOL_PATH = REPO_ROOT / "functions" / "gate_tool" / "app.py"
 CORRECTION_PATH = REPO_ROOT / "functions" / "generate_correction" / "app.py"
-EVENTS_DIR = REPO_ROOT / "events"
 SERVICE_NAME = "mirror-api-test"
 NAMESPACE = "MirrorTest"
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
 
 
 def unload(module: ModuleType) -> None:

@@ -1,13 +1,33 @@
-"""What the Lambda handler tests share: caller PII to look for in logs, a Lambda context,
-Powertools' logger reset between fresh imports, and readers of the EMF lines a handler
-printed."""
+"""What the Lambda handler tests share: the sample events of events/, caller PII to look for in
+logs, Powertools' logger reset between fresh imports, readers of the EMF lines a handler printed
+and of what it wrote to the call table."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
+
+from mirror.models import CallContext
+from tests.conftest import REPO_ROOT
+
+EVENTS_DIR = REPO_ROOT / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
+
+
+def ctx_of(event: Mapping[str, Any]) -> CallContext:
+    """The call an event is about (the tenant `default` when it names none)."""
+    return CallContext(call_id=event["call_id"], tenant_id=event.get("tenant_id") or "default")
+
+
+def table_items(dynamodb_client: Any, table: str) -> list[dict[str, Any]]:
+    return dynamodb_client.scan(TableName=table)["Items"]
+
 
 PII_TEXT = (
     "my email is jo@example.com and my card is 4111 1111 1111 1111, call me back on 415-555-0134"

@@ -182,6 +182,11 @@ class ScoringClient:
             answer = await self.transport.invoke(name, payload, timeout_s)
         except FunctionError as e:
             return ScoringFailure(name, e.kind, e.detail)
+        except Exception as e:  # a transport that broke its promise (to raise only
+            # FunctionError) must not leave the request unanswered: a failure like any other,
+            # so a tool gate holds irreversible calls (issue 13, item 4)
+            logger.warning("%s: the transport raised %s", name, type(e).__name__, exc_info=e)
+            return ScoringFailure(name, "transport", f"{type(e).__name__}: {e}"[:300])
         try:
             return answer_type.model_validate(answer)
         except ValidationError as e:

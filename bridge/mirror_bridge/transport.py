@@ -220,9 +220,12 @@ class LambdaTransport:
                 InvocationType="RequestResponse",
                 Payload=json.dumps(payload).encode("utf-8"),
             )
+            # the body is read inside the same net: a connection reset or a read timeout while
+            # the answer streams in (botocore's `StreamingBody.read`) is a transport failure
+            # too, never an exception the session does not expect (issue 13, item 4)
+            body = response["Payload"].read()
         except Exception as e:  # botocore errors and timeouts: one kind for the session
             raise FunctionError(name, "transport", f"{type(e).__name__}: {e}") from e
-        body = response["Payload"].read()
         if response.get("FunctionError"):
             raise FunctionError(name, "function_error", str(response["FunctionError"]))
         try:

@@ -2,7 +2,7 @@
 
 The push path (`framing.FrameReceiver`, `plivo_socket.PlivoWebSocketProtocol`,
 `agent_socket.AgentConnection`) reads and hooks into parts of websockets and uvicorn that are not
-their public API. Each such part is named here, and `tests/bridge/test_compat.py` asserts that
+their public API. Each such part is named here, and `tests/integration/test_compat.py` asserts that
 exactly these exist and behave as assumed in the pinned versions (`PINNED`: bridge/requirements.txt
 and requirements-dev.txt), so an upgrade fails that one test first.
 

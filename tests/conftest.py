@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 from mirror_dev.local import call_table_properties, create_call_table
 from tests.categories import pytest_make_collect_report  # noqa: F401  (the category rule)
@@ -32,6 +33,25 @@ for _name in (
     os.environ.pop(_name, None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The campaign's hypothesis profiles (tests/**/test_campaign_*.py, tests/e2e/test_bridge_fuzz.py):
+# `ci`, the default, keeps `make test` bounded (examples per property, no shrinking, which can take
+# minutes on a found case); `campaign` is `make campaign`'s long run (HYPOTHESIS_PROFILE=campaign).
+# Both are derandomized with no example database, so a run is repeatable and writes nothing.
+_CAMPAIGN_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                    HealthCheck.data_too_large, HealthCheck.large_base_example,
+                    HealthCheck.filter_too_much]  # fmt: skip
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, derandomize=True, database=None,
+    suppress_health_check=_CAMPAIGN_HEALTH,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)  # fmt: skip
+settings.register_profile(
+    "campaign", max_examples=600, deadline=None, derandomize=False, database=None,
+    suppress_health_check=_CAMPAIGN_HEALTH,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],
+)  # fmt: skip
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The bridge package is not installed: make `mirror_bridge` importable for every category.
 BRIDGE_DIR = REPO_ROOT / "bridge"

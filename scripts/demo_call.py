@@ -250,7 +250,7 @@ def _warm_handlers() -> dict[str, list[Any]]:
     handlers: dict[str, list[Any]] = {}
     for name, event in events.items():
         module = load_handler_module(name)
-        answer = module.lambda_handler(event, LambdaContext(name, time.monotonic() + 30))
+        answer = module.lambda_handler(event, LambdaContext(name, deadline=time.monotonic() + 30))
         if "error" in answer:
             raise DemoFailed(f"warm-up {name}: {answer['error']}")
         handlers[name] = [module.lambda_handler]

@@ -26,7 +26,6 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mirror.models import AgentMessage, CallContext, CustomerMessage, Message, ToolMessage
+from mirror_dev.lambda_context import LambdaContext
 from mirror_dev.local import call_table_properties, create_call_table, import_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,17 +172,8 @@ def import_handler(root: Path, path: Path = HANDLER_PATH) -> ModuleType:
 # --- replay -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FakeContext:
-    aws_request_id: str
-    function_name: str = "mirror-demo-score-turn"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        f"arn:aws:lambda:{REGION}:123456789012:function:mirror-demo-score-turn"
-    )
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+def _context(request_id: str) -> LambdaContext:
+    return LambdaContext("mirror-demo-score-turn", request_id, remaining_ms=10_000)
 
 
 def turn_events(messages: Sequence[Message]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -352,22 +343,20 @@ def replay(root: Path, messages: Sequence[Message], call_name: str, console: Con
                 if event is None:
                     continue
                 with quiet(sink):
-                    response = app.lambda_handler(event, FakeContext(event["turn_id"]))
+                    response = app.lambda_handler(event, _context(event["turn_id"]))
                 errors += "error" in response
                 timeline.verdict(response)
                 if event["tool_calls"]:
                     with quiet(sink):
                         gate_event = {k: v for k, v in event.items() if k != "turn_id"}
-                        decided = gate.lambda_handler(
-                            gate_event, FakeContext(f"{event['turn_id']}-g")
-                        )
+                        decided = gate.lambda_handler(gate_event, _context(f"{event['turn_id']}-g"))
                     errors += "error" in decided
                     timeline.gate(decided)
                 if response.get("decision") == "intervene":
                     with quiet(sink):
                         fixed = corrections.lambda_handler(
                             {**event, "verdict": response},
-                            FakeContext(f"{event['turn_id']}-c"),
+                            _context(f"{event['turn_id']}-c"),
                         )
                     errors += "error" in fixed
                     timeline.correction(fixed)

@@ -17,10 +17,8 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,6 +32,7 @@ from mirror_bridge.transport import (
     loop_inbox,
     settle,
 )
+from mirror_dev.lambda_context import LambdaContext
 from mirror_dev.local import import_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,23 +63,6 @@ def _handler_running() -> Iterator[None]:
             _handlers_running -= 1
             if _handlers_running == 0:
                 sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-
-
-@dataclass
-class LambdaContext:
-    """What the handlers (and Powertools) read from a Lambda context."""
-
-    function_name: str
-    deadline: float
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 def load_handler_module(name: str, root: Path = REPO_ROOT) -> ModuleType:

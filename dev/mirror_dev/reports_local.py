@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mirror_dev.lambda_context import LambdaContext
 from mirror_dev.local import import_file, load_template
 
 REPORTS_TABLE_RESOURCE = "ReportsTable"
@@ -96,20 +97,6 @@ def moto_for_workflows() -> Iterator[None]:
                 yield
 
 
-@dataclass
-class LambdaContext:
-    function_name: str
-    invoked_function_arn: str
-    aws_request_id: str
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 @contextmanager
 def in_process_lambdas(handlers: Mapping[str, Handler]) -> Iterator[list[tuple[str, Any]]]:
     """Route moto Lambda Invokes of the named functions to `handlers` (function name →
@@ -129,7 +116,9 @@ def in_process_lambdas(handlers: Mapping[str, Handler]) -> Iterator[list[tuple[s
             return original(self, function_name, qualifier, body, headers, response_headers)
         event = json.loads(body) if body else {}
         calls.append((fn.function_name, event))
-        context = LambdaContext(fn.function_name, fn.function_arn, uuid.uuid4().hex)
+        context = LambdaContext(
+            fn.function_name, uuid.uuid4().hex, fn.function_arn, remaining_ms=60_000
+        )
         try:
             result = handler(event, context)
         except Exception as e:  # noqa: BLE001 - becomes the Lambda error document, as on AWS

@@ -47,7 +47,8 @@ settings.register_profile(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )  # fmt: skip
 settings.register_profile(
-    "campaign", max_examples=600, deadline=None, derandomize=False, database=None,
+    "campaign", max_examples=int(os.environ.get("MIRROR_CAMPAIGN_EXAMPLES", "600")),
+    deadline=None, derandomize=False, database=None,
     suppress_health_check=_CAMPAIGN_HEALTH,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],
 )  # fmt: skip

@@ -1,8 +1,10 @@
 """Where a function's configuration comes from: one JSON document in the environment.
 
 `MIRROR_CONFIG` holds a `MirrorConfig` as JSON (the template sets it from a parameter); an event
-may add its own `policies` and `irreversible_tools`. A bad document fails at cold start with a
-message naming the field, not on the first call.
+may add its own `policies` and `irreversible_tools`. An event's irreversible tools are ADDED to
+the operator's (a union): the supervised agent sends the events, and it may ask for more gating,
+never for less. A bad document fails at cold start with a message naming the field, not on the
+first call.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ def config_overlay(
     tools: Sequence[str] | None = None,
 ) -> MirrorConfig:
     """The ONE config overlay: the base config with a tenant, policies and irreversible tools,
-    where given; the same object for the same overlay (`MirrorConfig.event_overlays`): nothing
-    is re-validated per turn, and its judge is found by a fingerprint computed once. Raises
+    where given (`tools` are added to the base's list, never replace it); the same object for
+    the same overlay (`MirrorConfig.event_overlays`): nothing is re-validated per turn, and its
+    judge is found by a fingerprint computed once. Raises
     pydantic's ValidationError (field `policies`) when a directive does not compile."""
     key = (
         tenant_id,
@@ -79,8 +82,10 @@ def config_overlay(
             update["tenant_id"] = tenant_id
         if policies is not None:
             update["policies"] = list(policies)
-        if tools is not None:
-            update["irreversible_tools"] = list(tools)
+        if tools is not None:  # a union: an event cannot remove the operator's tools
+            known = set(base.irreversible_tools)
+            added = [t for t in dict.fromkeys(tools) if t not in known]
+            update["irreversible_tools"] = [*base.irreversible_tools, *added]
         # Re-validated so event policies are compiled and checked like configured ones; a
         # config that does not validate raises here every time (nothing is kept for it).
         config = MirrorConfig.model_validate({**base.model_dump(), **update})

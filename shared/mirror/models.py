@@ -65,7 +65,9 @@ class ToolCall(BaseModel):
     name: Identifier
     args: dict[str, Any] = Field(default_factory=dict)
     irreversible: bool | None = None
-    """Per-call override of the config's irreversible tool list (None: use the list)."""
+    """`true` gates this call although the config's irreversible tool list does not name it;
+    `false` or None leave it to the list: the supervised agent may add gating, never remove
+    it (the operator's configuration decides what is irreversible)."""
 
 
 ToolCalls = Annotated[
@@ -95,6 +97,10 @@ class ToolMessage(BaseModel):
     role: Literal["tool"]
     name: Identifier
     text: Annotated[str, Field(max_length=MAX_TOOL_OUTPUT_CHARS)]
+    tool_call_id: Identifier | None = None
+    """The id of the tool call this is the output of."""
+    is_error: bool = False
+    """The tool call failed: with `tool_call_id`, the evidence a GateTool `retry_of` needs."""
 
 
 Message = Annotated[CustomerMessage | AgentMessage | ToolMessage, Field(discriminator="role")]
@@ -234,8 +240,8 @@ class MirrorConfig(BaseModel):
         return {}
 
     def is_irreversible(self, call: ToolCall) -> bool:
-        if call.irreversible is not None:
-            return call.irreversible
+        if call.irreversible:  # a call may add gating; `false` does not remove the list's
+            return True
         memo = self.irreversible_by_name
         known = memo.get(call.name)
         if known is None:

@@ -170,24 +170,24 @@ def test_reversible_calls_are_allowed_without_any_io() -> None:
     assert store.touched == 0 and tier.calls == 0 and outcome.failures == []
 
 
-def test_per_tool_irreversible_flag_overrides_the_configured_names() -> None:
+def test_per_tool_irreversible_flag_adds_to_the_configured_names() -> None:
     gated_lookup = {**LOOKUP, "irreversible": True}
-    ungated_cancel = {**CANCEL, "id": "c9", "irreversible": False}
+    still_gated_cancel = {**CANCEL, "id": "c9", "irreversible": False}  # cannot opt out
     outcome = gate(
         GateService(InMemoryStateStore()),
-        event(gated_lookup, ungated_cancel, history=UNCONFIRMED_HISTORY),
+        event(gated_lookup, still_gated_cancel, history=UNCONFIRMED_HISTORY),
     )
     lookup, cancel = outcome.result.decisions
     assert (lookup.decision, lookup.irreversible) == ("block", True)
     assert lookup.reasons[0].code == "no_confirmation_yet"
-    assert (cancel.decision, cancel.decided_by, cancel.irreversible) == (
-        "allow",
-        "not_gated",
-        False,
-    )
-    # and the configured names, per event
+    assert (cancel.decision, cancel.irreversible) == ("block", True)
+    # and the configured names, per event: added to the operator's, never replacing them
     renamed = event(CANCEL, history=UNCONFIRMED_HISTORY, irreversible_tools=["refund_*"])
-    assert only(gate(GateService(InMemoryStateStore()), renamed)).decided_by == "not_gated"
+    assert only(gate(GateService(InMemoryStateStore()), renamed)).decision == "block"
+    config = MirrorConfig(irreversible_tools=["refund_*"])
+    assert only(GateService(InMemoryStateStore()).gate(renamed, config)).decided_by == (
+        "not_gated"
+    )  # the operator's list decides
 
 
 def test_cooldown_never_suppresses_the_gate() -> None:
@@ -345,18 +345,27 @@ def test_identical_calls_in_one_event_allow_only_the_first() -> None:
     assert (second.decision, second.decided_by) == ("block", "duplicate_check")
 
 
+FAILED_C1: dict[str, Any] = {
+    "tool_results": [
+        {"role": "tool", "name": "cancel_order", "tool_call_id": "c1", "is_error": True,
+         "text": "error: upstream timeout"}
+    ]
+}  # fmt: skip
+"""The evidence `retry_of="c1"` needs: c1's tool result shows it failed."""
+
+
 def test_duplicate_is_allowed_when_it_retries_a_failed_call() -> None:
     store = InMemoryStateStore()
     service = GateService(store)
     assert only(gate(service, event())).decision == "allow"
 
-    retry = only(gate(service, event({**CANCEL, "id": "c2", "retry_of": "c1"})))
+    retry = only(gate(service, event({**CANCEL, "id": "c2", "retry_of": "c1"}, **FAILED_C1)))
     assert (retry.decision, retry.decided_by) == ("allow", "tier0")
     fp = tool_fingerprint("cancel_order", {"order_id": "W100"})
     holder = store.get_tool_call(CTX, fp, time.time())
     assert holder is not None and holder.tool_call_id == "c2"
     # naming a call that is no longer the holder does not unlock it
-    stale = only(gate(service, event({**CANCEL, "id": "c3", "retry_of": "c1"})))
+    stale = only(gate(service, event({**CANCEL, "id": "c3", "retry_of": "c1"}, **FAILED_C1)))
     assert (stale.decision, stale.decided_by) == ("block", "duplicate_check")
     assert "retry_of='c2'" in stale.reasons[0].evidence
 
@@ -364,7 +373,9 @@ def test_duplicate_is_allowed_when_it_retries_a_failed_call() -> None:
 def test_retry_of_is_still_judged() -> None:
     service = GateService(InMemoryStateStore())
     assert only(gate(service, event())).decision == "allow"
-    retry = event({**CANCEL, "id": "c2", "retry_of": "c1"}, history=UNCONFIRMED_HISTORY)
+    retry = event(
+        {**CANCEL, "id": "c2", "retry_of": "c1"}, history=UNCONFIRMED_HISTORY, **FAILED_C1
+    )
     assert only(gate(service, retry)).reasons[0].code == "no_confirmation_yet"
 
 

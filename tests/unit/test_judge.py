@@ -70,7 +70,7 @@ def test_an_event_overlay_is_built_once_per_base_config() -> None:
     assert first.fingerprint is again.fingerprint  # computed once
     other = config_for_event(base, _event(tenant_id="acme", irreversible_tools=["zap_*"]))
     assert other is not first and other.policies == base.policies
-    assert other.irreversible_tools == ["zap_*"]
+    assert other.irreversible_tools == [*base.irreversible_tools, "zap_*"]  # added, not replaced
     # another base (a copy with other settings) keeps its own overlays
     copy = base.model_copy(update={"cooldown_s": 1.0})
     assert "event_overlays" not in copy.__dict__

@@ -1,11 +1,15 @@
 """The tool gate: decide each planned tool call before it runs (allow, block or hold).
 
 A call that changes the world cannot be taken back, so every irreversible call goes through the
-gate, whatever the speech cooldown says. Per irreversible call, inside one idempotency record
-keyed by (tenant, call id, tool call id), so a retried request gets the stored decision:
+gate, whatever the speech cooldown says. What is irreversible is the operator's configuration
+(`MirrorConfig.irreversible_tools`): a request may add gated tools, never remove them. Per
+irreversible call, inside one idempotency record keyed by (tenant, call id, tool call id), so a
+retried request gets the stored decision:
 
 1. an identical call (same name, same canonical arguments) already allowed in this call is
-   blocked as a duplicate, unless this one says `retry_of` that call (the earlier one failed);
+   blocked as a duplicate, unless this one says `retry_of` that call AND a tool result for that
+   id (`tool_call_id`, `is_error: true`, in the event's `tool_results` or the history) shows
+   the earlier one failed: the agent's word alone is no evidence;
 2. the judge decides: Tier 0, then the remote tiers when Tier 0 is silent; it runs at most once
    per request, for all the calls that need it, and not at all when every call is a replay;
 3. an allowed call claims its fingerprint with a conditional write: of two concurrent identical

@@ -22,6 +22,7 @@ from mirror.models import (
     Message,
     MirrorConfig,
     Tier,
+    ToolMessage,
     Turn,
     Verdict,
 )
@@ -82,13 +83,29 @@ class _Judgement:
     _verdict: Verdict | None = None
     _tier_failures: dict[str, FailureKind] = field(default_factory=dict)
     _error: BaseException | None = None
+    _built: Turn | None = None
+
+    def failed_call(self, tool_call_id: str) -> bool:
+        """Whether a tool result for `tool_call_id` (in the event's `tool_results` or the
+        turn's history) shows that call failed: the only evidence `retry_of` is honoured on."""
+        messages = [*self.event.tool_results, *self.turn().history]
+        return any(
+            isinstance(m, ToolMessage) and m.is_error and m.tool_call_id == tool_call_id
+            for m in messages
+        )
+
+    def turn(self) -> Turn:
+        """The judged turn, built once per request (a stored-history read at most once)."""
+        if self._built is None:
+            self._built = self._turn()
+        return self._built
 
     def verdict(self) -> Verdict:
         if self._verdict is not None:
             return self._verdict
         if self._error is not None:
             raise self._error
-        turn = self._turn()  # a StateStoreError here is retried by the next call that asks
+        turn = self.turn()  # a StateStoreError here is retried by the next call that asks
         judge = self.service.judge_for(self.config)
         token = _TIER_FAILURES.set(self._tier_failures)
         self.runs += 1

@@ -49,9 +49,11 @@ class PlannedToolCall(ToolCall):
     model_config = _STRICT
 
     retry_of: Identifier | None = None
-    """The id of an earlier call with the same name and arguments that failed (its tool result
-    was an error): this one retries it and is not a duplicate. Without it, a second identical
-    irreversible call in the same call is blocked once the first was allowed."""
+    """The id of an earlier call with the same name and arguments that failed: this one
+    retries it and is not a duplicate, provided a tool result for that id (`tool_call_id`,
+    `is_error: true`) in the event's `tool_results` or the history shows the failure. Without
+    it (or without that evidence), a second identical irreversible call in the same call is
+    blocked once the first was allowed."""
 
     @model_validator(mode="after")
     def _retries_another_call(self) -> PlannedToolCall:

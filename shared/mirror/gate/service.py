@@ -156,12 +156,17 @@ class GateService:
         call, judgement = job.call, job.judgement
         ctx, now, config = judgement.ctx, judgement.now, judgement.config
         holder = self.store.get_tool_call(ctx, job.fingerprint, now)
-        if holder is not None and holder.tool_call_id not in (call.id, call.retry_of):
+        # `retry_of` lifts the duplicate check only on evidence: a tool result for that id that
+        # shows a failure. The agent's word alone would let it repeat any irreversible call.
+        retry_of = call.retry_of
+        if retry_of is not None and not judgement.failed_call(retry_of):
+            retry_of = None
+        if holder is not None and holder.tool_call_id not in (call.id, retry_of):
             return self._duplicate(call, holder).model_dump(mode="json")
         decision = self._from_verdict(call, judgement.verdict(), judgement)
         if decision.decision == "allow":
             holder = self.store.claim_tool_call(
-                ctx, job.fingerprint, call.id, call.name, now, config.state_ttl_s, call.retry_of
+                ctx, job.fingerprint, call.id, call.name, now, config.state_ttl_s, retry_of
             )
             if holder is not None:  # an identical call was allowed meanwhile
                 decision = self._duplicate(call, holder)
@@ -216,7 +221,10 @@ class GateService:
             evidence = (
                 f"{call.name} with the same arguments was allowed earlier in this call as "
                 f"{holder.tool_call_id}; set retry_of={holder.tool_call_id!r} if that one failed"
+                " and send its tool result with tool_call_id and is_error: true"
             )
+            if call.retry_of is not None:
+                evidence += f" (no tool result shows {call.retry_of} failed)"
         reason = Reason(
             check="duplicate_call",
             tier="tier0",

@@ -65,12 +65,15 @@ def call_table_properties(template: Path) -> dict[str, Any]:
 
 
 def create_call_table(client: Any, table_name: str, props: dict[str, Any]) -> None:
-    """Create the table (keys, billing, TTL attribute) from the template's properties."""
+    """Create the table (keys, billing, global secondary indexes, TTL attribute) from the
+    template's properties."""
+    indexes = props.get("GlobalSecondaryIndexes")
     client.create_table(
         TableName=table_name,
         KeySchema=props["KeySchema"],
         AttributeDefinitions=props["AttributeDefinitions"],
         BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+        **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
     )
     ttl = props.get("TimeToLiveSpecification")
     if ttl:

@@ -17,8 +17,12 @@ any other entry point (a direct-invoke function, the bridge) gets the same behav
   stored it. At least once: the first end stores `ended_event_pending: true` with `ended_at`
   and clears it after a successful publish, so when publishing failed (the request raised
   CallEventError) the client's retry publishes again. PostCallReport is idempotent per call, so
-  a repeated event costs nothing. A call ended by the bridge (which sends its own event) has no
-  pending flag, and ending it through the Api publishes nothing.
+  a repeated event costs nothing. The publisher retries a refused entry with backoff first
+  (`mirror.events.RetryPolicy`); when no client retry comes, the CallEndedSweeper function
+  re-sends the event (`mirror.sweeper`: the first end also writes the pending index keys). A
+  call ended by the bridge (which sends its own event) has no pending flag unless the bridge
+  could not send it (the sweeper re-sends that one too), and ending it through the Api
+  publishes nothing.
 
 Importing this module does no I/O.
 """
@@ -34,10 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mirror.events import (
     CALL_ENDED,
+    PENDING_FIELD,
     SOURCE_API,
     EventBridgePublisher,
     EventPublishError,
     call_ended_detail,
+    pending_fields,
 )
 from mirror.models import CallContext, Message, Verdict
 from mirror.state import StateStore
@@ -45,7 +51,7 @@ from mirror.state.base import MetaValue
 
 ENDED_AT_FIELD = "ended_at"
 """The META field that marks a call ended (epoch seconds)."""
-EVENT_PENDING_FIELD = "ended_event_pending"
+EVENT_PENDING_FIELD = PENDING_FIELD
 """True from the first end until its CallEnded event was published."""
 EVENT_SOURCE = SOURCE_API
 CALL_ENDED_DETAIL_TYPE = CALL_ENDED
@@ -203,8 +209,10 @@ class CallsService:
             return None
         ended_at = _number(meta.get(ENDED_AT_FIELD))
         if ended_at is None:
+            # pending_fields: the flag, plus the sparse index keys the sweeper reads
+            # (`mirror.sweeper`) should this request's publish and the client's retries fail.
             self.store.put_call_meta(
-                ctx, {ENDED_AT_FIELD: now, EVENT_PENDING_FIELD: True}, now, ttl_s
+                ctx, {ENDED_AT_FIELD: now, **pending_fields(SOURCE_API, now)}, now, ttl_s
             )
             # Read back: a concurrent end may have written after us; report what is stored.
             meta = self.store.get_call_meta(ctx, now) or {**meta, ENDED_AT_FIELD: now}

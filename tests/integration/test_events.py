@@ -6,7 +6,6 @@ what arrives is read back with the report's parser."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
@@ -22,8 +21,7 @@ from mirror.events import (
 from mirror.models import CallContext
 from mirror.reports.models import parse_call_ended as report_parser
 from mirror_bridge.call_end import EventBridgeSink  # tests/conftest.py puts bridge/ on sys.path
-from mirror_dev.local import load_template
-from tests.conftest import TEMPLATE_PATH, TEST_REGION, boto_session
+from tests.support.bus import call_ended_bus, delivered
 
 pytestmark = pytest.mark.integration
 
@@ -31,26 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def bus(dynamodb_client: Any) -> dict[str, Any]:
     """A bus with PostCallReport's CallEnded rule, delivering to a queue (inside moto)."""
-    session = boto_session()
-    events = session.client("events", region_name=TEST_REGION)
-    sqs = session.client("sqs", region_name=TEST_REGION)
-    fn = load_template(TEMPLATE_PATH)["Resources"]["PostCallReportFunction"]
-    pattern = fn["Properties"]["Events"]["CallEnded"]["Properties"]["Pattern"]
-    events.create_event_bus(Name="mirror-events")
-    queue = sqs.create_queue(QueueName="reports")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(Name="ended", EventBusName="mirror-events", EventPattern=json.dumps(pattern))
-    events.put_targets(
-        Rule="ended", EventBusName="mirror-events", Targets=[{"Id": "q", "Arn": arn}]
-    )
-    return {"events": events, "sqs": sqs, "queue": queue}
-
-
-def delivered(bus: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = bus["sqs"].receive_message(QueueUrl=bus["queue"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+    return call_ended_bus()
 
 
 def test_bridge_and_api_send_one_model_from_two_sources(bus: dict[str, Any]) -> None:

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,15 +29,18 @@ from tests.fakes.lambda_context import FakeContext
 from tests.fakes.tiers import FakeTier
 from tests.support.handlers import (
     EVENTS_DIR,
+    NAMESPACE,
     PII_TEXT,
     PII_VALUES,
-    CurrentStdout,
+    assert_invalid_event,
     ctx_of,
     emf_documents,
     emf_metric,
     error_fields,
+    handler_loader,
+    heavy_modules_on_import,
     load_event,
-    reset_logger,
+    set_handler_env,
     table_items,
 )
 
@@ -49,26 +48,14 @@ pytestmark = pytest.mark.integration
 
 HANDLER_PATH = REPO_ROOT / "functions" / "gate_tool" / "app.py"
 SERVICE_NAME = "mirror-gate-tool-test"
-NAMESPACE = "MirrorTest"
 FAST_CONFIG = json.dumps({"timeouts": {"tier1_s": 0.05, "tier2_s": 0.05}})
 
 
 @pytest.fixture
 def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CALL_TABLE", call_state_table)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    for name in (
-        "MIRROR_CONFIG",
-        "POWERTOOLS_METRICS_DISABLED",
-        "POWERTOOLS_DEV",
-        "POWERTOOLS_LOGGER_LOG_EVENT",
-        "POWERTOOLS_IDEMPOTENCY_DISABLED",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return call_state_table
+    return set_handler_env(
+        monkeypatch, call_state_table, SERVICE_NAME, unset=("POWERTOOLS_IDEMPOTENCY_DISABLED",)
+    )
 
 
 @pytest.fixture
@@ -77,28 +64,7 @@ def load_app(
 ) -> Iterator[Callable[..., ModuleType]]:
     """Import the handler fresh: `load_app(tiers=[...], config=json)`; the tiers replace what
     `mirror.llm` would build, so tests never depend on that module's configuration."""
-    loaded: list[ModuleType] = []
-    swaps = ExitStack()
-
-    def load(tiers: list[Any] | None = None, config: str | None = None) -> ModuleType:
-        if config is not None:
-            monkeypatch.setenv("MIRROR_CONFIG", config)
-        reset_logger(SERVICE_NAME)
-        module = import_file(HANDLER_PATH, "gate_tool_app")
-        swaps.enter_context(module.deps.using(remote_tiers=lambda config: list(tiers or [])))
-        module.metrics.clear_metrics()
-        for handler in logging.getLogger(SERVICE_NAME).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(CurrentStdout())
-        loaded.append(module)
-        return module
-
-    with swaps:
-        yield load
-    for module in loaded:
-        module.metrics.clear_metrics()
-        sys.modules.pop(module.__name__, None)
-    reset_logger(SERVICE_NAME)
+    yield from handler_loader(monkeypatch, SERVICE_NAME, HANDLER_PATH, "gate_tool_app")
 
 
 @pytest.fixture
@@ -372,13 +338,9 @@ def test_bad_input_names_the_field_and_writes_nothing(
     event: Any,
     field_name: str,
 ) -> None:
-    response = invoke(app, copy.deepcopy(event))
-
-    assert set(response) == {"error"}
-    assert response["error"]["type"] == "invalid_event"
-    assert error_fields(response) == {field_name}
-    assert field_name in response["error"]["message"]
-    assert table_items(dynamodb_client, handler_env) == []
+    assert_invalid_event(
+        invoke(app, copy.deepcopy(event)), field_name, dynamodb_client, handler_env
+    )
     docs = emf_documents(capsys.readouterr().out)
     assert counted(docs, "GateFailures", "kind") == ["invalid_event"]
 
@@ -430,27 +392,8 @@ def test_remote_tiers_come_from_mirror_llm(app: ModuleType) -> None:
 
 
 def test_handler_module_imports_no_heavy_clients() -> None:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "MIRROR_"))
-    }
-    env.update(CALL_TABLE="mirror-call-state", POWERTOOLS_TRACE_DISABLED="1")
     heavy = ("openai", "plivo", "fastapi", "aws_lambda_powertools.utilities.idempotency")
-    code = (
-        "import sys; sys.path[:0]=['functions/gate_tool','shared']; import app; "
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules)); "
-        "print(app.__file__)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded, path = result.stdout.strip().splitlines()[-2:]
+    loaded, path = heavy_modules_on_import("gate_tool", heavy, then="app.__file__")[-2:]
     assert loaded == "[]"
     assert Path(path).resolve() == HANDLER_PATH.resolve()
 

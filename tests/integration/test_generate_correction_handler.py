@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -33,12 +30,15 @@ from tests.conftest import REPO_ROOT
 from tests.fakes.lambda_context import FakeContext
 from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, FakeLLM, correction_llm
 from tests.support.handlers import (
-    CurrentStdout,
+    NAMESPACE,
+    assert_invalid_event,
     ctx_of,
     emf_documents,
     error_fields,
+    handler_loader,
+    heavy_modules_on_import,
     load_event,
-    reset_logger,
+    set_handler_env,
     table_items,
 )
 
@@ -46,7 +46,6 @@ pytestmark = pytest.mark.integration
 
 HANDLER_PATH = REPO_ROOT / "functions" / "generate_correction" / "app.py"
 SERVICE_NAME = "mirror-generate-correction-test"
-NAMESPACE = "MirrorTest"
 LLM_ENV = (
     "MIRROR_LLM_PROVIDER",
     "MIRROR_LLM_MODEL",
@@ -66,40 +65,21 @@ def context(**fields: Any) -> FakeContext:
 
 @pytest.fixture
 def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CALL_TABLE", call_state_table)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    for name in (
-        "MIRROR_CONFIG",
-        "POWERTOOLS_METRICS_DISABLED",
-        "POWERTOOLS_DEV",
-        "POWERTOOLS_LOGGER_LOG_EVENT",
-        "CORRECTION_LLM_TIMEOUT_S",
-        *LLM_ENV,
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return call_state_table
+    return set_handler_env(
+        monkeypatch, call_state_table, SERVICE_NAME, unset=("CORRECTION_LLM_TIMEOUT_S", *LLM_ENV)
+    )
 
 
 @pytest.fixture
-def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
+def app(
+    handler_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModuleType]:
     """The handler module, imported fresh for this test (after capsys and the env are set)."""
-    reset_logger(SERVICE_NAME)
-    module = import_file(HANDLER_PATH, "generate_correction_app")
-    try:
-        module.metrics.clear_metrics()
-        for handler in logging.getLogger(SERVICE_NAME).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(CurrentStdout())
-        yield module
-    finally:
-        if hasattr(module, "metrics"):
-            module.metrics.clear_metrics()
-        module.deps.loop().close()
-        sys.modules.pop(module.__name__, None)
-        reset_logger(SERVICE_NAME)
+    loader = handler_loader(
+        monkeypatch, SERVICE_NAME, HANDLER_PATH, "generate_correction_app", stub_tiers=False
+    )
+    for load in loader:  # one pass: the import, then (after the test) the clean-up
+        yield load()
 
 
 @pytest.fixture
@@ -260,13 +240,9 @@ def test_bad_input_names_the_field_and_writes_nothing(
     event: Any,
     field_name: str,
 ) -> None:
-    response = invoke(app, copy.deepcopy(event))
-
-    assert set(response) == {"error"}
-    assert response["error"]["type"] == "invalid_event"
-    assert error_fields(response) == {field_name}
-    assert field_name in response["error"]["message"]
-    assert table_items(dynamodb_client, handler_env) == []
+    assert_invalid_event(
+        invoke(app, copy.deepcopy(event)), field_name, dynamodb_client, handler_env
+    )
     docs = emf_documents(capsys.readouterr().out)
     assert len(emf_counts(docs, "InvalidEvents")) == 1
     assert emf_counts(docs, "CorrectionSource") == []
@@ -451,26 +427,7 @@ def test_a_bad_timeout_setting_fails_at_cold_start(
 
 
 def test_handler_module_imports_no_heavy_clients() -> None:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "MIRROR_"))
-    }
-    env.update(CALL_TABLE="mirror-call-state", POWERTOOLS_TRACE_DISABLED="1")
     heavy = ("openai", "plivo", "fastapi", "httpx", "boto3", "mirror.llm.openai_client")
-    code = (
-        "import sys; sys.path[:0]=['functions/generate_correction','shared']; import app; "
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules)); "
-        "print(app.__file__)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded, path = result.stdout.strip().splitlines()[-2:]
+    loaded, path = heavy_modules_on_import("generate_correction", heavy, then="app.__file__")[-2:]
     assert loaded == "[]"
     assert Path(path).resolve() == HANDLER_PATH.resolve()

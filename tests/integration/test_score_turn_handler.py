@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,20 +20,22 @@ import pytest
 
 from mirror.models import CallContext, CustomerMessage, Verdict
 from mirror.state import DynamoDBStateStore
-from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
 from tests.fakes.lambda_context import FakeContext
 from tests.support.handlers import (
     EVENTS_DIR,
+    NAMESPACE,
     PII_TEXT,
     PII_VALUES,
-    CurrentStdout,
+    assert_invalid_event,
     ctx_of,
     emf_documents,
     emf_metric,
     error_fields,
+    handler_loader,
+    heavy_modules_on_import,
     load_event,
-    reset_logger,
+    set_handler_env,
     table_items,
 )
 
@@ -46,41 +44,25 @@ pytestmark = pytest.mark.integration
 HANDLER_PATH = REPO_ROOT / "functions" / "score_turn" / "app.py"
 SERVICE_NAME = "mirror-score-turn-test"
 """Not the deployed name: the test owns (and resets) this stdlib logger."""
-NAMESPACE = "MirrorTest"
 REPLAY_WARNING = "ignore:No application metrics to publish:UserWarning"
 """A replayed turn adds no metric, so Powertools warns on flush; expected, not under test."""
 
 
 @pytest.fixture
 def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CALL_TABLE", call_state_table)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    for name in ("MIRROR_CONFIG", "POWERTOOLS_METRICS_DISABLED", "POWERTOOLS_DEV"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("POWERTOOLS_LOGGER_LOG_EVENT", raising=False)
-    return call_state_table
+    return set_handler_env(monkeypatch, call_state_table, SERVICE_NAME)
 
 
 @pytest.fixture
-def app(handler_env: str, capsys: pytest.CaptureFixture[str]) -> Iterator[ModuleType]:
+def app(
+    handler_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModuleType]:
     """The handler module, imported fresh for this test (after capsys and the env are set)."""
-    reset_logger(SERVICE_NAME)
-    module = import_file(HANDLER_PATH, "score_turn_app")
-    try:
-        module.metrics.clear_metrics()  # drop leftovers of an earlier test
-        # pytest swaps capsys's stream between setup and call; log to whichever is current
-        for handler in logging.getLogger(SERVICE_NAME).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(CurrentStdout())
-        yield module
-    finally:
-        if hasattr(module, "metrics"):
-            module.metrics.clear_metrics()
-        sys.modules.pop(module.__name__, None)
-        reset_logger(SERVICE_NAME)
+    loader = handler_loader(
+        monkeypatch, SERVICE_NAME, HANDLER_PATH, "score_turn_app", stub_tiers=False
+    )
+    for load in loader:  # one pass: the import, then (after the test) the clean-up
+        yield load()
 
 
 @pytest.fixture
@@ -320,13 +302,9 @@ def test_bad_input_names_the_field_and_writes_nothing(
     event: Any,
     field_name: str,
 ) -> None:
-    response = invoke(app, copy.deepcopy(event))
-
-    assert set(response) == {"error"}
-    assert response["error"]["type"] == "invalid_event"
-    assert error_fields(response) == {field_name}
-    assert field_name in response["error"]["message"]
-    assert table_items(dynamodb_client, handler_env) == []
+    assert_invalid_event(
+        invoke(app, copy.deepcopy(event)), field_name, dynamodb_client, handler_env
+    )
     docs = emf_documents(capsys.readouterr().out)
     assert [m["Metric"]["Name"] for m, _ in emf_metric(docs, "InvalidEvents")] == ["InvalidEvents"]
 
@@ -411,25 +389,7 @@ def test_missing_table_is_state_unavailable(
 
 
 def test_handler_module_imports_no_heavy_clients() -> None:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "MIRROR_"))
-    }
-    env.update(CALL_TABLE="mirror-call-state", POWERTOOLS_TRACE_DISABLED="1")
-    code = (
-        "import sys; sys.path[:0]=['functions/score_turn','shared']; import app; "
-        "print(sorted(m for m in ('openai','plivo','fastapi') if m in sys.modules)); "
-        "print(app.__file__)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded, path = result.stdout.strip().splitlines()[-2:]
+    heavy = ("openai", "plivo", "fastapi")
+    loaded, path = heavy_modules_on_import("score_turn", heavy, then="app.__file__")[-2:]
     assert loaded == "[]"
     assert Path(path).resolve() == HANDLER_PATH.resolve()

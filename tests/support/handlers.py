@@ -1,19 +1,106 @@
-"""What the Lambda handler tests share: the sample events of events/, caller PII to look for in
-logs, Powertools' logger reset between fresh imports, readers of the EMF lines a handler printed
-and of what it wrote to the call table."""
+"""What the Lambda handler tests share: the functions' environment on the moto call table and a
+loader that imports a handler fresh in it (each test module's fixtures name only their
+differences), the sample events of events/, caller PII to look for in logs, Powertools' logger
+reset between fresh imports, readers of the EMF lines a handler printed and of what it wrote to
+the call table, and the checks the handler modules all make (a bad event's structured error, a
+clean import that loads no heavy client)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
+
 from mirror.models import CallContext
+from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
 
 EVENTS_DIR = REPO_ROOT / "events"
+NAMESPACE = "MirrorTest"
+"""The metrics namespace every handler test runs its function under."""
+UNSET_ENV = (
+    "MIRROR_CONFIG",
+    "POWERTOOLS_METRICS_DISABLED",
+    "POWERTOOLS_DEV",
+    "POWERTOOLS_LOGGER_LOG_EVENT",
+)
+"""Settings a developer's shell may carry that would change what a handler does under test."""
+
+
+def set_handler_env(
+    monkeypatch: pytest.MonkeyPatch, table: str, service: str, *, unset: Iterable[str] = ()
+) -> str:
+    """A function's environment on the moto call `table`: logs at DEBUG under the stdlib logger
+    `service` (the test's own, not the deployed name), metrics in NAMESPACE, no tracing; the
+    UNSET_ENV settings and `unset` removed. Returns the table."""
+    monkeypatch.setenv("CALL_TABLE", table)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service)
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    for name in (*UNSET_ENV, *unset):
+        monkeypatch.delenv(name, raising=False)
+    return table
+
+
+def unload(module: ModuleType) -> None:
+    """Forget a freshly imported handler: its metrics, its container's loop, its module."""
+    if hasattr(module, "metrics"):
+        module.metrics.clear_metrics()
+    if hasattr(module, "deps"):
+        module.deps.loop().close()
+    sys.modules.pop(module.__name__, None)
+
+
+def handler_loader(
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+    path: Path,
+    name: str | None = None,
+    *,
+    stub_tiers: bool = True,
+) -> Iterator[Callable[..., ModuleType]]:
+    """The body of a fixture (`yield from handler_loader(...)`, after the env and capsys are
+    set) that imports a handler fresh: `load(path=path, config=json, tiers=[...])`, under the
+    module name `name` (default: the function's directory). With `stub_tiers`, `tiers` replace
+    what `mirror.llm` would build (`deps.using(remote_tiers=...)`: none unless given), so tests
+    never depend on that module's configuration. Every module loaded is unloaded after."""
+    loaded: list[ModuleType] = []
+    swaps = ExitStack()
+
+    def load(
+        path: Path = path, config: str | None = None, tiers: Iterable[Any] | None = None
+    ) -> ModuleType:
+        if config is not None:
+            monkeypatch.setenv("MIRROR_CONFIG", config)
+        reset_logger(service)
+        module = import_file(path, name or path.parent.name)
+        loaded.append(module)
+        if stub_tiers and hasattr(module, "deps"):
+            swaps.enter_context(module.deps.using(remote_tiers=lambda config: list(tiers or [])))
+        module.metrics.clear_metrics()  # drop leftovers of an earlier test
+        # pytest swaps capsys's stream between setup and call; log to whichever is current
+        for handler in logging.getLogger(service).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(CurrentStdout())
+        return module
+
+    try:
+        with swaps:
+            yield load
+    finally:
+        for module in loaded:
+            unload(module)
+        reset_logger(service)
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -90,3 +177,52 @@ def emf_metric(docs: list[dict[str, Any]], name: str) -> list[tuple[dict[str, An
 
 def error_fields(response: dict[str, Any]) -> set[str]:
     return {f["field"] for f in response["error"]["fields"]}
+
+
+def assert_invalid_event(
+    response: dict[str, Any], field_name: str, dynamodb_client: Any, table: str
+) -> None:
+    """A bad event's answer: only a structured `invalid_event` error naming `field_name` (in
+    its fields and its message), and nothing written to the call table."""
+    assert set(response) == {"error"}
+    assert response["error"]["type"] == "invalid_event"
+    assert error_fields(response) == {field_name}
+    assert field_name in response["error"]["message"]
+    assert table_items(dynamodb_client, table) == []
+
+
+def clean_python(
+    args: list[str], *, strip: tuple[str, ...], timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python args` in the repository, in a fresh process whose environment has none of the
+    caller's settings that start with `strip` (plus `env`)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def heavy_modules_on_import(function: str, heavy: tuple[str, ...], then: str) -> list[str]:
+    """Import functions/<function>/app.py in a clean process (no AWS_, POWERTOOLS_ or MIRROR_
+    settings of the caller) and return the lines it prints: which of `heavy` the import loaded,
+    then what the expression `then` (on the module `app`) is."""
+    code = (
+        f"import sys; sys.path[:0]=['functions/{function}','shared']; import app; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules)); "
+        f"print({then})"
+    )
+    result = clean_python(
+        ["-W", "ignore::DeprecationWarning", "-c", code],
+        strip=("AWS_", "POWERTOOLS_", "MIRROR_"),
+        CALL_TABLE="mirror-call-state",
+        POWERTOOLS_TRACE_DISABLED="1",
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()

@@ -26,6 +26,7 @@ from mirror_bridge import agent_socket, compat, framing
 from mirror_bridge.agent_socket import AgentConnection, connect_agent
 from mirror_bridge.plivo_socket import EXTENSION, PlivoWebSocketProtocol
 from tests.conftest import run
+from tests.fakes.framing import Owner, Recorder, peer_frame
 from tests.support.live_server import LiveServer
 
 pytestmark = pytest.mark.integration
@@ -269,8 +270,6 @@ def test_a_missing_internal_is_named_and_turns_the_push_path_off(
 def test_frames_still_arrive_through_the_protocol_when_the_parser_state_is_unknown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.integration.test_push import Owner, Recorder, peer_frame
-
     monkeypatch.setattr(compat, "_AT_EOF", None)
 
     async def scenario() -> None:

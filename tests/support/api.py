@@ -9,7 +9,6 @@ import asyncio
 import base64
 import copy
 import json
-import sys
 import uuid
 from collections.abc import Mapping
 from types import ModuleType
@@ -27,14 +26,6 @@ GATE_TOOL_PATH = REPO_ROOT / "functions" / "gate_tool" / "app.py"
 CORRECTION_PATH = REPO_ROOT / "functions" / "generate_correction" / "app.py"
 SERVICE_NAME = "mirror-api-test"
 NAMESPACE = "MirrorTest"
-
-
-def unload(module: ModuleType) -> None:
-    if hasattr(module, "metrics"):
-        module.metrics.clear_metrics()
-    if hasattr(module, "deps"):
-        module.deps.loop().close()
-    sys.modules.pop(module.__name__, None)
 
 
 # --- the two ways in ---------------------------------------------------------------------------

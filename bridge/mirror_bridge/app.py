@@ -28,10 +28,16 @@ from mirror_bridge.plivo_protocol import MULAW
 from mirror_bridge.relay import CallRelay
 from mirror_bridge.settings import Settings
 from mirror_bridge.signature import (
+    TOKEN_PARAM,
+    ReplayCache,
     SignatureCheck,
+    StreamGrant,
     check_post,
     check_stream_upgrade,
     form_params,
+    mint_stream_token,
+    read_stream_token,
+    with_query,
 )
 from mirror_bridge.tenants import DynamoDBTenants, StaticTenants, TenantDirectory, normalize_number
 from mirror_bridge.tuning import freeze_startup_heap, reserve_fd_table
@@ -43,9 +49,19 @@ STREAM_TIMEOUT_MARGIN_S = 60
 _EVENT_NAME = re.compile(r"[^A-Za-z0-9]")
 
 
-def stream_xml(settings: Settings, number: str, tenant_id: str) -> str:
-    """The `<Stream>` answer (plivo-protocol.md §1.2), built with the plivo SDK."""
+def stream_xml(
+    settings: Settings, number: str, tenant_id: str, call_id: str = "", now: float | None = None
+) -> str:
+    """The `<Stream>` answer (plivo-protocol.md §1.2), built with the plivo SDK. With stream
+    tokens on, the stream URL carries one bound to this call (`signature.mint_stream_token`)."""
     status_url = f"{settings.status_url}?{urlencode({'tenant': tenant_id})}"
+    stream_url = settings.stream_url
+    if settings.stream_tokens != "off":
+        token = mint_stream_token(
+            settings.stream_token_key, call_id, number, tenant_id,
+            time.time() if now is None else now, settings.stream_token_ttl_s,
+        )  # fmt: skip
+        stream_url = with_query(stream_url, urlencode({TOKEN_PARAM: token}))
     # Plivo's own limit backs up the bridge's call-length guard (a minute later, so the guard
     # normally ends the call first and tells the agent).
     timeout = (
@@ -53,7 +69,7 @@ def stream_xml(settings: Settings, number: str, tenant_id: str) -> str:
     )
     response = plivoxml.ResponseElement().add(
         plivoxml.StreamElement(
-            settings.stream_url,
+            stream_url,
             bidirectional=True,
             keepCallAlive=True,
             contentType=f"{MULAW};rate=8000",
@@ -145,6 +161,7 @@ def create_app(
     app.state.session_factory = factory
     app.state.relays = []  # the last few relays, for tests and debugging
     app.state.stream_statuses = []
+    app.state.stream_tokens = ReplayCache()  # nonces of the tokens that opened a stream
 
     def judge(check: SignatureCheck, what: str) -> bool:
         """Apply SIGNATURE_MODE; log which form matched (the first live call settles §3.5)."""
@@ -166,6 +183,23 @@ def create_app(
         )  # fmt: skip
         return judge(check, what), params
 
+    def stream_grant(token: str | None) -> StreamGrant | str | None:
+        """The upgrade's per-call token (STREAM_TOKEN_MODE): its grant, which the relay checks
+        `start` against; None when not checked (off, or log mode); a reason when refused. A
+        valid token opens one stream: its nonce is kept until it expires."""
+        if settings.stream_tokens == "off":
+            return None
+        now = clock()
+        # (a '/websocket' suffix, should Plivo append it after the query, is not the token's)
+        token = token.removesuffix("/websocket") if token else token
+        grant = read_stream_token(settings.stream_token_key, token, now)
+        if isinstance(grant, StreamGrant) and not app.state.stream_tokens.claim(grant, now):
+            grant = "stream token already used"
+        if isinstance(grant, StreamGrant):
+            return grant if settings.stream_tokens == "enforce" else None
+        log.warning("stream upgrade refused: %s", grant)
+        return grant if settings.stream_tokens == "enforce" else None
+
     @app.get("/health")
     @app.get("/healthz")
     async def health() -> dict[str, str]:
@@ -186,7 +220,8 @@ def create_app(
         log.info(
             "answer: call %s number %s tenant %s", _first(params, "CallUUID"), number, tenant_id
         )
-        return Response(stream_xml(settings, number, tenant_id), media_type=XML_MEDIA_TYPE)
+        xml = stream_xml(settings, number, tenant_id, _first(params, "CallUUID"), clock())
+        return Response(xml, media_type=XML_MEDIA_TYPE)
 
     @app.post("/plivo/stream-status")
     async def stream_status(request: Request) -> Response:
@@ -223,13 +258,18 @@ def create_app(
     @app.websocket("/plivo/stream")
     async def stream(websocket: WebSocket) -> None:
         check = check_stream_upgrade(
-            websocket.headers, settings.stream_url, settings.auth_token, settings.main_auth_token
-        )
+            websocket.headers, settings.stream_url, settings.auth_token, settings.main_auth_token,
+            websocket.url.query,  # the signed URL includes the answer's token
+        )  # fmt: skip
         if not judge(check, "stream upgrade"):
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
+        grant = stream_grant(websocket.query_params.get(TOKEN_PARAM))
+        if isinstance(grant, str):
+            await websocket.close(code=1008)
+            return
         await websocket.accept()
-        relay = CallRelay(websocket, settings, tenants, factory, connect_agent)
+        relay = CallRelay(websocket, settings, tenants, factory, connect_agent, binding=grant)
         app.state.relays = [*app.state.relays[-99:], relay]
         try:
             await relay.run()

@@ -56,6 +56,7 @@ from mirror_bridge.plivo_protocol import StartEvent, StopEvent
 from mirror_bridge.plivo_side import PlivoSide
 from mirror_bridge.plivo_socket import push_socket
 from mirror_bridge.settings import Settings
+from mirror_bridge.signature import StreamGrant
 from mirror_bridge.tenants import TenantConfig, TenantDirectory, normalize_number
 
 __all__ = [  # the relay's names, as other modules and the tests import them from here
@@ -94,8 +95,12 @@ class CallRelay:
         tenants: TenantDirectory,
         session_factory: SessionFactory = pass_through,
         connect_agent: AgentConnector | None = None,
+        binding: StreamGrant | None = None,
     ) -> None:
+        """`binding`: the upgrade's per-call token (`signature.StreamGrant`); `start` must name
+        its call and number, or the stream is refused."""
         self.plivo = plivo
+        self.binding = binding
         self.settings = settings
         self.tenants = tenants
         self.session_factory = session_factory
@@ -119,6 +124,12 @@ class CallRelay:
             self.end_reason = "plivo_closed"
             return
         start = event
+        if self.binding is not None and (
+            why := self.binding.mismatch(start.call_id, start.extra_headers.get(NUMBER_HEADER))
+        ):  # a token opens its own call's stream only
+            log.warning("call %.64s: stream refused: %s", start.call_id, why)
+            self.end_reason = "stream_token_mismatch"
+            return await plivo.close(1008)
         number, tenant = await self._resolve_tenant(start)
         if tenant is None:
             log.error("call %s: no tenant config and no default agent; ending", start.call_id)

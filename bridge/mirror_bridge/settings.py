@@ -36,6 +36,15 @@ class Settings:
     main_auth_token: str | None = None
     """Main account token: keys `X-Plivo-Signature-Ma-V3` when set."""
     signature_mode: SignatureMode = "enforce"
+    stream_tokens: SignatureMode = "off"
+    """The per-call `<Stream>` URL token (signature.py): `enforce` refuses an upgrade without a
+    valid, unexpired, unused token for the call, `log` only logs. `from_env` defaults it to
+    SIGNATURE_MODE (so the service enforces it); constructed settings (tests, tools) opt in."""
+    stream_token_secret: str | None = None
+    """Keys the stream tokens (STREAM_TOKEN_SECRET, e.g. from Secrets Manager); None: the Plivo
+    auth token (a key derived from it, so a token MAC is never a Plivo signature)."""
+    stream_token_ttl_s: float = 300.0
+    """How long after the answer a stream token opens the stream (Plivo connects at once)."""
     public_stream_url: str | None = None
     """Overrides `wss://{host}/plivo/stream` (the exact text put in `<Stream>`)."""
     call_table: str | None = None
@@ -80,6 +89,16 @@ class Settings:
             raise SettingsError(f"PUBLIC_BASE_URL must be http(s)://host: {self.public_base_url!r}")
         if self.signature_mode not in SIGNATURE_MODES:
             raise SettingsError(_not_one_of("SIGNATURE_MODE", self.signature_mode, SIGNATURE_MODES))
+        if self.stream_tokens not in SIGNATURE_MODES:
+            raise SettingsError(
+                _not_one_of("STREAM_TOKEN_MODE", self.stream_tokens, SIGNATURE_MODES)
+            )
+        if self.stream_tokens != "off" and not self.stream_token_key:
+            raise SettingsError("stream tokens need STREAM_TOKEN_SECRET or PLIVO_AUTH_TOKEN")
+        if not 0 < self.stream_token_ttl_s <= 3600:
+            raise SettingsError(
+                f"STREAM_TOKEN_TTL_S must be in (0, 3600] seconds: {self.stream_token_ttl_s}"
+            )
         if self.queue_size < 1:
             raise SettingsError("BRIDGE_QUEUE_SIZE must be at least 1")
         if self.mode not in MODES:
@@ -118,6 +137,10 @@ class Settings:
         scheme = "wss" if urlsplit(self.public_base_url).scheme == "https" else "ws"
         return self._public("/plivo/stream", scheme)
 
+    @property
+    def stream_token_key(self) -> str:
+        return self.stream_token_secret or self.auth_token
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         def opt(name: str) -> str | None:
@@ -139,6 +162,13 @@ class Settings:
             signature_mode=_one_of(
                 "SIGNATURE_MODE", opt("SIGNATURE_MODE") or "enforce", SIGNATURE_MODES
             ),
+            stream_tokens=_one_of(
+                "STREAM_TOKEN_MODE",
+                opt("STREAM_TOKEN_MODE") or opt("SIGNATURE_MODE") or "enforce",
+                SIGNATURE_MODES,
+            ),
+            stream_token_secret=opt("STREAM_TOKEN_SECRET"),
+            stream_token_ttl_s=num("STREAM_TOKEN_TTL_S", 300.0),
             call_table=opt("CALL_TABLE"),
             default_agent_url=opt("DEFAULT_AGENT_URL"),
             default_tenant_id=opt("DEFAULT_TENANT_ID") or "default",

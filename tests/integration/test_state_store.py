@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -42,6 +40,7 @@ from mirror.state.base import (
     to_attr,
 )
 from tests.conftest import call_state_table_properties
+from tests.support.threads import race
 
 pytestmark = pytest.mark.integration
 
@@ -62,18 +61,6 @@ def agent(text: str, *calls: ToolCall) -> AgentMessage:
 
 def texts(messages: list[Message]) -> list[str]:
     return [m.text for m in messages]
-
-
-def race[T](n: int, fn: Callable[[int], T]) -> list[T]:
-    """Run fn(0..n-1) in n threads released together; re-raises any thread's exception."""
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> T:
-        barrier.wait(timeout=5)
-        return fn(i)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(run, range(n), timeout=10))
 
 
 @pytest.fixture(params=["memory", "dynamodb"])

@@ -21,7 +21,7 @@ from mirror.state import (
     tool_fingerprint,
 )
 from mirror.state.base import PK, SK, TTL_ATTRIBUTE
-from tests.integration.test_state_store import race
+from tests.support.threads import race
 
 pytestmark = pytest.mark.integration
 

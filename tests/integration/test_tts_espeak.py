@@ -12,7 +12,7 @@ import pytest
 from mirror_bridge import audio
 from mirror_bridge.tts import OfflineTTS, load_clip
 from tests.conftest import run
-from tests.unit.test_tts import pcm
+from tests.support.audio import pcm
 
 pytestmark = pytest.mark.integration
 

@@ -27,12 +27,9 @@ from mirror_bridge.tts import (
     wav_to_ulaw,
 )
 from tests.conftest import run
+from tests.support.audio import pcm
 
 pytestmark = pytest.mark.unit
-
-
-def pcm(*samples: int) -> bytes:
-    return struct.pack(f"<{len(samples)}h", *samples)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from mirror.correction import CorrectionService
 from mirror.state import DynamoDBStateStore, InMemoryStateStore, StateStore
 from tests.fakes.llm import correction_llm
-from tests.unit.test_correction_service import NOW, SAMPLE, ctx, event, generate
+from tests.support.corrections import NOW, SAMPLE, ctx, event, generate
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,8 @@ the note in DynamoDB (moto) is tests/integration/test_correction_store.py's.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -24,9 +22,7 @@ from mirror.correction import (
     SYSTEM_PROMPT,
     TEMPLATES,
     CorrectionDraft,
-    CorrectionEvent,
     CorrectionService,
-    GeneratedCorrection,
     line_problem,
     note_problem,
     primary_reason,
@@ -35,9 +31,7 @@ from mirror.correction import (
 from mirror.llm.base import LLMBadOutput, LLMError, LLMRefusal, LLMTimeout
 from mirror.models import (
     AgentMessage,
-    CallContext,
     CustomerMessage,
-    MirrorConfig,
     Reason,
     ReasonCode,
     Verdict,
@@ -45,35 +39,13 @@ from mirror.models import (
 from mirror.state import InMemoryStateStore
 from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, correction_llm
 from tests.fakes.stores import BrokenStore
+from tests.support.corrections import CONFIG, NOW, SAMPLE, ctx, event, generate
 
 pytestmark = pytest.mark.unit
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = json.loads((REPO_ROOT / "events" / "generate_correction.json").read_text("utf-8"))
-NOW = 1_700_000_000.0
-CONFIG = MirrorConfig(tenant_id="pizzeria")
-
-
-def event(**update: Any) -> CorrectionEvent:
-    return CorrectionEvent.model_validate({**SAMPLE, **update})
-
-
-def generate(
-    service: CorrectionService,
-    ev: CorrectionEvent | None = None,
-    turn_id: str = "t-0003",
-    config: MirrorConfig = CONFIG,
-    **kwargs: Any,
-) -> GeneratedCorrection:
-    return asyncio.run(service.generate(ev or event(), config, turn_id, **kwargs))
 
 
 def sample_reason() -> Reason:
     return Verdict.model_validate(SAMPLE["verdict"]).reasons[0]
-
-
-def ctx() -> CallContext:
-    return CallContext(call_id=SAMPLE["call_id"], tenant_id=SAMPLE["tenant_id"])
 
 
 # --- the LLM path -----------------------------------------------------------------------------

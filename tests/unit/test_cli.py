@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mirror.cli import agent_turns, load_call, main
-from tests.unit.test_evaluation import (
+from tests.support.eval_cases import (
     HISTORY,
     ORDER,
     YES,

@@ -1,6 +1,7 @@
 """Eval-case loading and scoring, on hand-written cases whose verdicts are known by construction
 (tests/support/eval_cases.py, which names the Tier 0 facts they rely on).
 """
+
 from __future__ import annotations
 
 import json

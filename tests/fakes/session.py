@@ -83,6 +83,19 @@ def played(name: str) -> dict[str, Any]:
     return {"event": "playedStream", "streamId": STREAM_ID, "name": name}
 
 
+PLACE: dict[str, Any] = {"id": "c1", "name": "place_order", "args": {"item": "large"}}
+LOOKUP: dict[str, Any] = {"id": "c2", "name": "lookup_order", "args": {"order": "42"}}
+
+
+def gate_request(*calls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event": "mirror.tool_gate",
+        "request_id": "r1",
+        "customer_text": "yes please",
+        "tool_calls": list(calls),
+    }
+
+
 def make_session(
     transport: FakeTransport,
     *,

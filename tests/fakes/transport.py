@@ -33,6 +33,31 @@ CORRECTION: dict[str, Any] = {  # a whole CorrectionResult: the session validate
     "note_stored": True,
 }
 
+
+def gate_result(decision: str) -> dict[str, Any]:
+    """A whole GateResult for tool call c1 (place_order, irreversible): the session validates
+    GateTool's answer."""
+    line = None if decision == "allow" else "Let me check."
+    return {
+        "call_id": "c",
+        "tenant_id": "acme",
+        "decision": decision,
+        "spoken_line": line,
+        "decisions": [
+            {
+                "tool_call_id": "c1",
+                "name": "place_order",
+                "decision": decision,
+                "irreversible": True,
+                "reasons": [],
+                "spoken_line": line,
+                "decided_by": "tier0",
+                "failure": None,
+            }
+        ],
+    }
+
+
 Script = dict[str, Any] | FunctionError | Callable[[dict[str, Any]], Any]
 
 

@@ -14,9 +14,8 @@ from mirror_bridge.agent_protocol import MirrorToolGate, MirrorTurn, parse_mirro
 from mirror_bridge.scoring import CallScope, ScoringClient, ScoringFailure
 from mirror_bridge.transport import FunctionError
 from tests.conftest import run
-from tests.fakes.session import CALL_ID, turn
-from tests.fakes.transport import ALLOW, CORRECTION, INTERVENE, FakeTransport
-from tests.unit.test_session_gate import PLACE, gate_request, result
+from tests.fakes.session import CALL_ID, PLACE, gate_request, turn
+from tests.fakes.transport import ALLOW, CORRECTION, INTERVENE, FakeTransport, gate_result
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +70,7 @@ def test_an_invalid_answer_never_echoes_its_values() -> None:
 
 def test_gate_and_correction_answers_are_typed() -> None:
     client, transport = _client(
-        {"gate_tool": (0.0, result("hold")), "generate_correction": (0.0, CORRECTION)}
+        {"gate_tool": (0.0, gate_result("hold")), "generate_correction": (0.0, CORRECTION)}
     )
     request = parse_mirror_message(gate_request(PLACE))
     assert isinstance(request, MirrorToolGate)

@@ -9,45 +9,10 @@ import pytest
 
 from mirror_bridge.transport import FunctionError
 from tests.conftest import run
-from tests.fakes.session import make_session, until
-from tests.fakes.transport import FakeTransport
+from tests.fakes.session import LOOKUP, PLACE, gate_request, make_session, until
+from tests.fakes.transport import FakeTransport, gate_result
 
 pytestmark = pytest.mark.unit
-
-PLACE = {"id": "c1", "name": "place_order", "args": {"item": "large"}}
-LOOKUP = {"id": "c2", "name": "lookup_order", "args": {"order": "42"}}
-
-
-def gate_request(*calls: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "event": "mirror.tool_gate",
-        "request_id": "r1",
-        "customer_text": "yes please",
-        "tool_calls": list(calls),
-    }
-
-
-def result(decision: str) -> dict[str, Any]:
-    """A whole GateResult (the session validates GateTool's answer)."""
-    line = None if decision == "allow" else "Let me check."
-    return {
-        "call_id": "c",
-        "tenant_id": "acme",
-        "decision": decision,
-        "spoken_line": line,
-        "decisions": [
-            {
-                "tool_call_id": "c1",
-                "name": "place_order",
-                "decision": decision,
-                "irreversible": True,
-                "reasons": [],
-                "spoken_line": line,
-                "decided_by": "tier0",
-                "failure": None,
-            }
-        ],
-    }
 
 
 async def _decide(script: Any, *calls: dict[str, Any], timeout_s: float = 1.0) -> tuple:
@@ -61,11 +26,11 @@ async def _decide(script: Any, *calls: dict[str, Any], timeout_s: float = 1.0) -
 
 @pytest.mark.parametrize("decision", ["allow", "block", "hold"])
 def test_gate_decision_goes_back_to_the_agent(decision: str) -> None:
-    message, transport, _ = run(_decide((0.0, result(decision)), PLACE))
+    message, transport, _ = run(_decide((0.0, gate_result(decision)), PLACE))
     assert message == {
         "event": "mirror.tool_decision",
         "request_id": "r1",
-        "result": result(decision),
+        "result": gate_result(decision),
     }
     payload = transport.named("gate_tool")[0].payload
     assert payload["tool_calls"] == [PLACE] and payload["tenant_id"] == "acme"
@@ -73,7 +38,7 @@ def test_gate_decision_goes_back_to_the_agent(decision: str) -> None:
 
 
 def test_gate_timeout_holds_irreversible_and_allows_reversible() -> None:
-    message, _, session = run(_decide((5.0, result("allow")), PLACE, LOOKUP, timeout_s=0.05))
+    message, _, session = run(_decide((5.0, gate_result("allow")), PLACE, LOOKUP, timeout_s=0.05))
     decisions = {d["name"]: d for d in message["result"]["decisions"]}
     assert message["result"]["decision"] == "hold"
     assert decisions["place_order"]["decision"] == "hold"
@@ -101,7 +66,7 @@ def test_gate_answer_that_does_not_validate_holds_irreversible() -> None:
 
 def test_gate_request_that_does_not_validate_is_answered_and_never_gated() -> None:
     async def scenario() -> None:
-        transport = FakeTransport({"gate_tool": [(0.0, result("allow"))]})
+        transport = FakeTransport({"gate_tool": [(0.0, gate_result("allow"))]})
         session, wire, _ = make_session(transport)
         bad = {"id": "c9", "name": "place_order", "args": "not-a-dict"}
         await session.on_mirror_message(gate_request(bad))

@@ -10,9 +10,8 @@ import pytest
 
 from mirror_bridge.scoring import CallScope, ScoringClient, ScoringFailure
 from tests.conftest import run
-from tests.fakes.session import make_session, turn, until
-from tests.fakes.transport import FakeTransport
-from tests.unit.test_session_gate import LOOKUP, PLACE, gate_request, result
+from tests.fakes.session import LOOKUP, PLACE, gate_request, make_session, turn, until
+from tests.fakes.transport import FakeTransport, gate_result
 
 pytestmark = pytest.mark.unit
 
@@ -53,6 +52,6 @@ def test_a_transport_exception_holds_irreversible_calls_and_answers_the_agent() 
 
 def test_a_working_transport_still_decides() -> None:
     """The allow twin: GateTool's own allow goes through unchanged."""
-    message, session = run(_gate(lambda payload: result("allow")))
+    message, session = run(_gate(lambda payload: gate_result("allow")))
     assert message["result"]["decision"] == "allow"
     assert session.counts["gate_failures"] == 0

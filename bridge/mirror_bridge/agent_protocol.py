@@ -96,6 +96,30 @@ class MirrorVerdict(MirrorOutbound):
         }
 
 
+UnsupervisedFailure = Literal[
+    "timeout",  # ScoreTurn did not answer within the session's score timeout
+    "function_error",  # the function raised (Lambda's FunctionError)
+    "error_response",  # it answered with an `{"error": ...}` object
+    "invalid_response",  # its answer was not a verdict
+    "transport",  # the call itself failed (connection, body read, throttling)
+    "invalid_request",  # the bridge could not build a valid request from the turn
+]
+"""Why a turn could not be scored (`mirror_bridge.scoring.ScoringFailure.kind`)."""
+
+UNSUPERVISED_MESSAGE = "this turn could not be scored; it went out unsupervised"
+
+
+class MirrorUnsupervised(MirrorOutbound):
+    """Sent instead of `mirror.verdict` when ScoreTurn could not score a turn: its audio was
+    let through unscored (speech fails open), so the agent knows this turn went unsupervised
+    and why. One per such turn; the session counts it (`score_failure_<failure>`)."""
+
+    event: Literal["mirror.unsupervised"] = "mirror.unsupervised"
+    turn_id: str
+    failure: UnsupervisedFailure
+    message: str = UNSUPERVISED_MESSAGE
+
+
 class MirrorToolDecision(MirrorOutbound):
     event: Literal["mirror.tool_decision"] = "mirror.tool_decision"
     request_id: str

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from mirror_bridge.agent_protocol import MirrorTurn, MirrorVerdict
+from mirror_bridge.agent_protocol import MirrorTurn, MirrorUnsupervised, MirrorVerdict
 from mirror_bridge.scoring import ScoringFailure
 from mirror_bridge.session_state import AGENT, SessionState, Turn
 
@@ -82,6 +82,9 @@ class TurnHoldMixin(SessionState):
             )
             if turn.state == "scoring":
                 self._open(turn)
+            # never silently unsupervised: the agent is told, with the failure kind
+            self.counts["unsupervised_notices"] += 1
+            await self._tell_agent(MirrorUnsupervised(turn_id=turn.turn_id, failure=verdict.kind))
             return
         self.counts[f"verdict_{verdict.decision}"] += 1
         if verdict.decision == "intervene" and not self.closed:

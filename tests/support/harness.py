@@ -16,16 +16,14 @@ from mirror_bridge.tenants import StaticTenants, TenantConfig
 from mirror_bridge.transport import FunctionTransport
 from mirror_bridge.tts import TTS
 from mirror_bridge.wiring import build_session_factory
-from mirror_dev.plivo_peer import PlivoPeer
 from tests.conftest import AUTH_TOKEN
 from tests.fakes.tts import FakeTTS
-from tests.support.live_server import LiveServer, free_port
+from tests.support.live_server import NUMBER, LiveServer, LoopbackBridge, free_port
 
-NUMBER = "14155550199"
 TENANT = "acme"
 
 
-class SupervisedBridge:
+class SupervisedBridge(LoopbackBridge):
     """`with bridge.server:` serves it; `bridge.peer()` is a signed Plivo peer for the tenant."""
 
     def __init__(
@@ -66,15 +64,6 @@ class SupervisedBridge:
         # with the lifespan, the server starts as the service does: handlers loaded, the
         # buffer line rendered, before the first call
         self.server = LiveServer(self.app, self.port, lifespan="on" if lifespan else "off")
-
-    @property
-    def stream_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/plivo/stream"
-
-    def peer(self, **kw: Any) -> PlivoPeer:
-        kw.setdefault("extra_headers", f"mirrorNumber={NUMBER}")
-        kw.setdefault("speed", 20.0)
-        return PlivoPeer(self.stream_url, auth_token=AUTH_TOKEN, **kw)
 
     @property
     def sessions(self) -> list[Any]:

@@ -1,5 +1,6 @@
 """The bridge app served by uvicorn on a real loopback socket (a background thread, a free port
-per server), for the integration and e2e tests."""
+per server), for the integration and e2e tests, and what a bridge on such a port offers them:
+its stream URL and a signed Plivo peer for the test tenant's number."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from typing import Any
 import uvicorn
 
 from mirror_bridge.plivo_socket import WS_PROTOCOL
+from mirror_dev.plivo_peer import PlivoPeer
+from tests.conftest import AUTH_TOKEN
+
+NUMBER = "14155550199"
+"""The number the test tenant answers on."""
 
 
 def free_port() -> int:
@@ -52,3 +58,20 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=5)
+
+
+class LoopbackBridge:
+    """A bridge app served on `self.port` (set by the subclass, with its LiveServer)."""
+
+    port: int
+
+    @property
+    def stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/plivo/stream"
+
+    def peer(self, **kw: Any) -> PlivoPeer:
+        """A Plivo peer signed with the test auth token, calling NUMBER at 20x speed unless
+        told."""
+        kw.setdefault("extra_headers", f"mirrorNumber={NUMBER}")
+        kw.setdefault("speed", 20.0)
+        return PlivoPeer(self.stream_url, auth_token=AUTH_TOKEN, **kw)

@@ -13,11 +13,8 @@ from mirror_bridge.plivo_socket import WS_PROTOCOL
 from mirror_bridge.relay import CallContext, PassThroughSession
 from mirror_bridge.settings import Settings
 from mirror_bridge.tenants import StaticTenants, TenantConfig
-from mirror_dev.plivo_peer import PlivoPeer
 from tests.conftest import AUTH_TOKEN
-from tests.support.live_server import LiveServer, free_port
-
-NUMBER = "14155550199"
+from tests.support.live_server import NUMBER, LiveServer, LoopbackBridge, free_port
 
 
 class RecordingSession(PassThroughSession):
@@ -42,7 +39,7 @@ class RecordingSession(PassThroughSession):
         await super().close(reason)
 
 
-class Bridge:
+class Bridge(LoopbackBridge):
     """The app on a free port, wired to one scripted agent through a tenant entry."""
 
     def __init__(
@@ -65,15 +62,6 @@ class Bridge:
             or (lambda ctx, io: RecordingSession(ctx, io, self.sessions)),
         )  # fmt: skip
         self.server = LiveServer(self.app, self.port, ws=ws)
-
-    @property
-    def stream_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/plivo/stream"
-
-    def peer(self, **kw: Any) -> PlivoPeer:
-        kw.setdefault("extra_headers", f"mirrorNumber={NUMBER}")
-        kw.setdefault("speed", 20.0)
-        return PlivoPeer(self.stream_url, auth_token=AUTH_TOKEN, **kw)
 
     async def wait_closed_sessions(self, n: int = 1, timeout: float = 5.0) -> None:
         loop = asyncio.get_running_loop()

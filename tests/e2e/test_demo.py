@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 
 from mirror_dev import demo
 from tests.conftest import REPO_ROOT
+from tests.support.process import clean_python
 
 pytestmark = pytest.mark.e2e
 
@@ -135,17 +134,11 @@ def test_table_comes_from_the_template() -> None:
 
 def test_make_demo_entry_point_runs_offline_and_fast() -> None:
     """What `make demo` runs, in a clean process with no AWS settings of the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
-    env["AWS_PROFILE"] = "no-such-profile-mirror-demo"
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "mirror_dev.demo"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = clean_python(
+        ["-m", "mirror_dev.demo"],
+        strip=("AWS_", "POWERTOOLS_"),
+        AWS_PROFILE="no-such-profile-mirror-demo",
     )
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,6 @@ import importlib
 import io
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.support.process import clean_python
 
 pytestmark = pytest.mark.e2e
 
@@ -65,17 +65,11 @@ INTERVENTION = [
 
 def test_make_demo_plays_the_call_with_the_intervention_and_stores_the_state() -> None:
     """What `make demo` runs, in a clean process with no AWS settings of the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
-    env["AWS_PROFILE"] = "no-such-profile-mirror-demo"
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--speed", SPEED],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = clean_python(
+        [str(SCRIPT), "--speed", SPEED],
+        strip=("AWS_", "POWERTOOLS_"),
+        AWS_PROFILE="no-such-profile-mirror-demo",
     )
     elapsed = time.perf_counter() - started
     out = result.stdout

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
@@ -23,6 +21,7 @@ import pytest
 from mirror.models import CallContext
 from mirror_dev.local import import_file
 from tests.conftest import REPO_ROOT
+from tests.support.process import clean_python
 
 EVENTS_DIR = REPO_ROOT / "events"
 NAMESPACE = "MirrorTest"
@@ -189,24 +188,6 @@ def assert_invalid_event(
     assert error_fields(response) == {field_name}
     assert field_name in response["error"]["message"]
     assert table_items(dynamodb_client, table) == []
-
-
-def clean_python(
-    args: list[str], *, strip: tuple[str, ...], timeout: float = 60, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """`python args` in the repository, in a fresh process whose environment has none of the
-    caller's settings that start with `strip` (plus `env`)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
-    clean.update(env)
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO_ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def heavy_modules_on_import(function: str, heavy: tuple[str, ...], then: str) -> list[str]:

@@ -3,26 +3,20 @@ in-process moto): stored and read once, expired with its TTL, never stacked or r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from mirror.correction import CorrectionService
-from mirror.state import DynamoDBStateStore, InMemoryStateStore, StateStore
+from mirror.state import StateStore
 from tests.fakes.llm import correction_llm
 from tests.support.corrections import NOW, SAMPLE, ctx, event, generate
+from tests.support.state import STORE_KINDS, store_of
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def any_store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
-    if request.param == "memory":
-        yield InMemoryStateStore()
-    else:
-        table = request.getfixturevalue("call_state_table")
-        client = request.getfixturevalue("dynamodb_client")
-        yield DynamoDBStateStore(table, client=client)
+@pytest.fixture(params=STORE_KINDS)
+def any_store(request: pytest.FixtureRequest) -> StateStore:
+    return store_of(request, moto_client=True)
 
 
 # --- the note in the store, idempotency -------------------------------------------------------

@@ -25,7 +25,6 @@ from mirror.models import (
 )
 from mirror.state import (
     DynamoDBStateStore,
-    InMemoryStateStore,
     StateStore,
     StateStoreConflictError,
     StateStoreError,
@@ -40,6 +39,7 @@ from mirror.state.base import (
     to_attr,
 )
 from tests.conftest import call_state_table_properties
+from tests.support.state import STORE_KINDS, store_of
 from tests.support.threads import race
 
 pytestmark = pytest.mark.integration
@@ -63,12 +63,9 @@ def texts(messages: list[Message]) -> list[str]:
     return [m.text for m in messages]
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStateStore()
-    table = request.getfixturevalue("call_state_table")
-    return DynamoDBStateStore(table)  # builds its own client, lazily, inside mock_aws
+    return store_of(request)
 
 
 # --- contract ---------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ import pytest
 from mirror.models import CallContext
 from mirror.state import (
     DynamoDBStateStore,
-    InMemoryStateStore,
     RecordedToolCall,
     StateStore,
     StateStoreError,
     tool_fingerprint,
 )
 from mirror.state.base import PK, SK, TTL_ATTRIBUTE
+from tests.support.state import STORE_KINDS, store_of
 from tests.support.threads import race
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,9 @@ FP = tool_fingerprint("refund_order", {"order_id": "W1", "amount": 25})
 OTHER_FP = tool_fingerprint("refund_order", {"order_id": "W2", "amount": 25})
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStateStore()
-    table = request.getfixturevalue("call_state_table")
-    return DynamoDBStateStore(table)
+    return store_of(request)
 
 
 def claim(store: StateStore, call_id: str, now: float = T0, **kw: Any) -> RecordedToolCall | None:

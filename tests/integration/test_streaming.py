@@ -21,7 +21,7 @@ from mirror.models import (
     Verdict,
 )
 from mirror.service import ScoreTurnService
-from mirror.state import DynamoDBStateStore, InMemoryStateStore, StateStore
+from mirror.state import InMemoryStateStore, StateStore
 from mirror.streaming import (
     FunctionScorer,
     ServiceScorer,
@@ -30,6 +30,7 @@ from mirror.streaming import (
     partial_turn_id,
     without_require,
 )
+from tests.support.state import STORE_KINDS, store_of
 
 pytestmark = pytest.mark.integration
 
@@ -302,11 +303,9 @@ def test_function_scorer_scores_partials_and_the_whole() -> None:
 # --- recording through ScoreTurnService -------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStateStore()
-    return DynamoDBStateStore(request.getfixturevalue("call_state_table"))
+    return store_of(request)
 
 
 @pytest.fixture

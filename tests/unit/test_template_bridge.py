@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from mirror_dev.local import load_template
-from tests.conftest import REPO_ROOT, TEMPLATE_PATH
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -77,16 +76,6 @@ def cmd_argv() -> list[str]:
 def flag_value(argv: list[str], flag: str) -> str:
     assert flag in argv, f"{flag} missing from {argv}"
     return argv[argv.index(flag) + 1]
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
-
-
-@pytest.fixture(scope="module")
-def resources(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"]
 
 
 def props(resources: dict[str, Any], name: str) -> dict[str, Any]:

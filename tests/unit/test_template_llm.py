@@ -7,9 +7,6 @@ from typing import Any
 
 import pytest
 
-from mirror_dev.local import load_template
-from tests.conftest import TEMPLATE_PATH
-
 pytestmark = pytest.mark.unit
 
 LLM_FUNCTIONS = (
@@ -18,11 +15,6 @@ LLM_FUNCTIONS = (
     "GenerateCorrectionFunction",
     "ApiFunction",
 )
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
 
 
 def _conditional_statements(fn: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -15,7 +15,6 @@ from statelint.linter import Linter
 
 from mirror.fixes import errors
 from mirror.reports import store
-from mirror_dev.local import load_template
 from mirror_dev.reports_local import (
     ASL_PATH,
     FIX_PR_DIR,
@@ -23,7 +22,7 @@ from mirror_dev.reports_local import (
     load_fix_pr_handlers,
     substitute,
 )
-from tests.conftest import REPO_ROOT, TEMPLATE_PATH
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -37,16 +36,6 @@ FUNCTIONS = {
     "record": "FixPrRecordFunction",
 }
 REPORTS_ARN = {"Fn::GetAtt": "ReportsTable.Arn"}
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
-
-
-@pytest.fixture(scope="module")
-def resources(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"]
 
 
 def statements(fn: dict[str, Any]) -> dict[str, dict[str, Any]]:

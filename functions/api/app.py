@@ -43,6 +43,7 @@ from mirror.fixes.approval import FixDecision, FixDecisionRequest
 from mirror.gate import GateResult, GateToolEvent
 from mirror.models import CallContext, ScoreTurnEvent, Verdict
 from mirror.observability import count, function_metrics, traced
+from mirror.usecases.authz import TenantAccess
 from mirror.usecases.calls import end_call as end_call_usecase
 from mirror.usecases.calls import read_call
 from mirror.usecases.calls import take_override as take_override_usecase
@@ -98,6 +99,9 @@ its one event loop; swap them with `deps.using(...)`. The gate runs under `deps.
 GateService is not thread-safe with idempotency on, and a local server may run requests in
 parallel."""
 BASE_CONFIG = deps.base_config
+ACCESS = TenantAccess.from_env()
+"""Who may act for which tenant, and who decides fixes (`mirror.usecases.authz`); a malformed
+MIRROR_TENANT_PRINCIPALS or MIRROR_FIX_REVIEWERS fails the cold start."""
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ class ErrorDetail(BaseModel):
 
     type: str = Field(
         description="`invalid_event`, `unsupported_media_type`, `payload_too_large`,"
-        " `call_not_found`, `not_found`, `method_not_allowed`, `state_unavailable` or"
+        " `forbidden`, `call_not_found`, `not_found`, `method_not_allowed`, `state_unavailable` or"
         " `internal_error`."
     )
     message: str
@@ -144,10 +148,18 @@ BAD_BODY: dict[int | str, dict[str, Any]] = {
     400: _doc("The body is not valid JSON."),
     413: _doc(f"The body is larger than {MAX_BODY_ENV} (default 1 MiB)."),
     415: _doc("The body is not sent as application/json."),
+    403: _doc(
+        "The caller may not act for the request's tenant (MIRROR_TENANT_PRINCIPALS), or the"
+        " request carries no IAM identity."
+    ),
     422: _doc("The event does not validate; `fields` names each bad field."),
 }
 BAD_PARAMS: dict[int | str, dict[str, Any]] = {
-    404: _doc("No such call (or it expired)."),
+    403: _doc("The request carries no IAM identity."),
+    404: _doc(
+        "No such call (or it expired), or a call of a tenant the caller may not act for: the"
+        " same answer, so call ids do not leak across tenants."
+    ),
     422: _doc("A path or query parameter does not validate."),
 }
 STORE_DOWN: dict[int | str, dict[str, Any]] = {
@@ -337,6 +349,23 @@ def _lambda_context(request: Request) -> Any | None:
     return request.scope.get("aws.context")
 
 
+def _refusal(
+    request: Request, tenant_id: str, operation: str, call: CallContext | None = None
+) -> JSONResponse | None:
+    """None when the IAM caller may act for `tenant_id` (`ACCESS`); else the refusal, counted
+    and logged: 403, or on a call's own routes (`call`) the 404 of a missing call."""
+    principal = iam_caller(request)
+    if call is not None:
+        refused = ACCESS.authorize_call(principal, call)
+    else:
+        refused = ACCESS.authorize_tenant(principal, tenant_id)
+    if refused is None:
+        return None
+    with flushed_metrics() as metrics_:
+        emit_failure(metrics_, logger, refused, operation)
+    return _failure(refused)
+
+
 @app.post(
     "/v1/turns:score",
     operation_id="scoreTurn",
@@ -350,6 +379,8 @@ async def score_turn(event: ScoreTurnEvent, request: Request, response: Response
     back in the `mirror-turn-id` header, percent-encoded unless printable ASCII). A retry with
     the same `turn_id` replays the stored verdict (`mirror-replayed: true`)."""
     ctx = event.context()
+    if (refused := _refusal(request, ctx.tenant_id, "ScoreTurn")) is not None:
+        return refused
     with logger.append_context_keys(call_id=ctx.call_id, tenant_id=ctx.tenant_id):
         scored = await ascore_turn(deps, event, request_id(request))
         with flushed_metrics() as metrics_:
@@ -374,6 +405,8 @@ async def gate_tool(event: GateToolEvent, request: Request) -> Any:
     """One decision per planned call (allow, block, hold). Failures hold irreversible calls
     (`tool_gate_failure_mode`) and still answer 200, as GateTool does."""
     ctx = event.context()
+    if (refused := _refusal(request, ctx.tenant_id, "GateTool")) is not None:
+        return refused
     with logger.append_context_keys(call_id=ctx.call_id, tenant_id=ctx.tenant_id):
         # synchronous (its remote tiers run their own event loop): a worker thread
         outcome = await anyio.to_thread.run_sync(
@@ -399,6 +432,8 @@ async def generate_correction(event: CorrectionEvent, request: Request) -> Any:
     """The line the agent says next and its one-shot note. A failing LLM or store still
     returns a correction (the template; `note_stored: false`), as GenerateCorrection does."""
     ctx = event.context()
+    if (refused := _refusal(request, ctx.tenant_id, "GenerateCorrection")) is not None:
+        return refused
     context = _lambda_context(request)
     remaining = None
     if context is not None:
@@ -443,8 +478,10 @@ def _call_outcome(outcome: Any) -> Any:
     response_model=CallState,
     responses={**BAD_PARAMS, **STORE_DOWN},
 )
-async def get_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
+async def get_call(call_id: CallId, request: Request, tenant_id: TenantQuery = None) -> Any:
     ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
+    if (refused := _refusal(request, ctx.tenant_id, "Calls", ctx)) is not None:
+        return refused
     return _call_outcome(read_call(deps, ctx))
 
 
@@ -456,10 +493,12 @@ async def get_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
     response_model=CallEnded,
     responses={**BAD_PARAMS, **STORE_DOWN},
 )
-async def end_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
+async def end_call(call_id: CallId, request: Request, tenant_id: TenantQuery = None) -> Any:
     """Records `ended_at` in the call's metadata. Ending it again returns the same result;
     an unknown call is 404 and nothing is created for it."""
     ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
+    if (refused := _refusal(request, ctx.tenant_id, "Calls", ctx)) is not None:
+        return refused
     ended = end_call_usecase(deps, ctx)
     if not isinstance(ended, Failure):
         emit_call(logger, ended)
@@ -474,11 +513,13 @@ async def end_call(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
     response_model=OverrideNote,
     responses={**BAD_PARAMS, **STORE_DOWN},
 )
-async def take_override(call_id: CallId, tenant_id: TenantQuery = None) -> Any:
+async def take_override(call_id: CallId, request: Request, tenant_id: TenantQuery = None) -> Any:
     """The note GenerateCorrection stored for the agent's next turn, deleted as it is read:
     call it before generating that turn. `note` is null when none is pending; an unknown call
     is 404."""
     ctx = CallContext(call_id=call_id, tenant_id=tenant_id or "default")
+    if (refused := _refusal(request, ctx.tenant_id, "Calls", ctx)) is not None:
+        return refused
     return _call_outcome(take_override_usecase(deps, ctx))
 
 
@@ -514,7 +555,13 @@ async def _decide_fix(
     fix_id: str, body: FixDecisionRequest | None, request: Request, approved: bool
 ) -> Any:
     body = body or FixDecisionRequest()
-    reviewer = iam_caller(request) or body.reviewer
+    # the IAM caller, if it is a fix reviewer (never the agents' principals unless listed);
+    # the body's `reviewer` only in local mode (`mirror.usecases.authz`)
+    reviewer = ACCESS.reviewer(iam_caller(request), body.reviewer)
+    if isinstance(reviewer, Failure):
+        with flushed_metrics() as metrics_:
+            emit_failure(metrics_, logger, reviewer, "FixDecision")
+        return _failure(reviewer)
     decision = await anyio.to_thread.run_sync(
         functools.partial(decide_fix, deps, fix_id, approved, reviewer, body.reason)
     )
@@ -537,8 +584,9 @@ async def _decide_fix(
 async def approve_fix(
     fix_id: FixId, request: Request, body: Annotated[FixDecisionRequest | None, Body()] = None
 ) -> Any:
-    """Records the approval (reviewer: the IAM caller's ARN, else the body's `reviewer`) and
-    resumes the waiting workflow. A second decision on the same fix is 409."""
+    """Records the approval (reviewer: the IAM caller's ARN, which must match
+    MIRROR_FIX_REVIEWERS; the body's `reviewer` in local mode only) and resumes the waiting
+    workflow. A second decision on the same fix is 409."""
     return await _decide_fix(fix_id, body, request, approved=True)
 
 

@@ -15,11 +15,16 @@ API_UNSET = (
     "MIRROR_API_MAX_BODY_BYTES",
     "CORRECTION_LLM_TIMEOUT_S",
     "POWERTOOLS_IDEMPOTENCY_DISABLED",
+    "MIRROR_TENANT_PRINCIPALS",
+    "MIRROR_FIX_REVIEWERS",
 )
 
 
 @pytest.fixture
 def api_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Api in local mode (MIRROR_API_LOCAL): requests without an IAM context (the ASGI
+    app's) are trusted and no tenant mapping is set. test_api_tenants.py sets its own."""
+    monkeypatch.setenv("MIRROR_API_LOCAL", "true")
     return set_handler_env(monkeypatch, call_state_table, SERVICE_NAME, unset=API_UNSET)
 
 

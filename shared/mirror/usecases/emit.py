@@ -40,6 +40,10 @@ def _add(metrics: Metrics, name: str, value: float = 1, unit: Any = MetricUnit.C
 
 def emit_failure(metrics: Metrics, logger: Any, failure: Failure, operation: str) -> None:
     """A use case's `Failure` (or an event that did not parse): one count, one log line."""
+    if failure.error_type == "forbidden":  # `mirror.usecases.authz`: 403, or 404 on a call
+        _add(metrics, "AuthorizationRefusals")
+        logger.warning(f"{operation} refused", extra={"error": _redacted(failure.log_detail)})
+        return
     if operation == "GateTool":
         count("GateFailures", kind=failure.kind)
     if failure.kind == "invalid_event":

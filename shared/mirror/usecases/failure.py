@@ -13,7 +13,8 @@ FailureKind = Literal[
     "invalid_event",  # the input cannot be used (incl. the store's size refusals): 422
     "state_unavailable",  # the state store could not be used: 503
     "event_unavailable",  # the call's end is stored but CallEnded is not out: 503
-    "call_not_found",  # 404
+    "forbidden",  # the caller may not act for the tenant, or decide fixes: 403
+    "call_not_found",  # 404 (also a call of a tenant the caller may not act for)
     "fix_not_found",  # 404
     "fix_conflict",  # 409
     "fix_unavailable",  # 503
@@ -24,6 +25,7 @@ HTTP_STATUS: dict[str, int] = {
     "invalid_event": 422,
     "state_unavailable": 503,
     "event_unavailable": 503,
+    "forbidden": 403,
     "call_not_found": 404,
     "fix_not_found": 404,
     "fix_conflict": 409,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mirror_bridge.logs import configure_logging
 from mirror_bridge.plivo_socket import WS_PROTOCOL
 from mirror_bridge.settings import Settings
 from mirror_bridge.wiring import build_app as build_supervised_app
@@ -29,8 +30,17 @@ from mirror_bridge.wiring import build_app as build_supervised_app
 def build_app() -> Any:
     """The supervised ASGI app, with settings read from the environment now: a bad or
     incomplete task definition fails the start-up (and the deployment's health checks), with
-    every missing variable named, not the first call."""
-    return build_supervised_app(Settings.from_env())
+    every missing variable named, not the first call.
+
+    Uvicorn has configured logging by now (its dictConfig runs before it calls the factory):
+    the bridge's own JSON logs on stdout go on top (`mirror_bridge.logs`), at `LOG_LEVEL`
+    (default INFO), so its INFO lines are not dropped and every line names its call. The core
+    library's `mirror` loggers too, except in `BRIDGE_MODE=local`, where the in-process
+    functions' Powertools logger may own the `mirror` logger (POWERTOOLS_SERVICE_NAME)."""
+    settings = Settings.from_env()
+    app = build_supervised_app(settings)
+    configure_logging(os.environ.get("LOG_LEVEL") or "INFO", core=settings.mode == "aws")
+    return app
 
 
 def main() -> None:

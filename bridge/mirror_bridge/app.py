@@ -7,6 +7,7 @@ session factory, agent connector) so tests run the real app on loopback with fak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from plivo import plivoxml
 from mirror.models import CallContext as MirrorCallContext
 from mirror.state import StateStore
 from mirror_bridge.contract import NUMBER_HEADER, AgentConnector, SessionFactory, pass_through
+from mirror_bridge.metrics import BridgeMetrics
 from mirror_bridge.plivo_protocol import MULAW
 from mirror_bridge.relay import CallRelay
 from mirror_bridge.settings import Settings
@@ -118,15 +120,24 @@ def tuned(
     @asynccontextmanager
     async def start_up(app: FastAPI) -> AsyncIterator[None]:
         reserved = reserve_fd_table()
-        if lifespan is None:
-            frozen = freeze_startup_heap()
-            log.info("start-up: %d descriptors reserved, heap frozen: %s", reserved, frozen)
-            yield
-            return
-        async with lifespan(app):
-            frozen = freeze_startup_heap()
-            log.info("start-up: %d descriptors reserved, heap frozen: %s", reserved, frozen)
-            yield
+        # The process metrics document (active calls, relay latency) every interval, until
+        # shutdown (`metrics.BridgeMetrics.run`: a probe, no per-frame work).
+        metrics: BridgeMetrics = app.state.metrics
+        periodic = asyncio.get_running_loop().create_task(metrics.run(), name="metrics")
+        try:
+            if lifespan is None:
+                frozen = freeze_startup_heap()
+                log.info("start-up: %d descriptors reserved, heap frozen: %s", reserved, frozen)
+                yield
+                return
+            async with lifespan(app):
+                frozen = freeze_startup_heap()
+                log.info("start-up: %d descriptors reserved, heap frozen: %s", reserved, frozen)
+                yield
+        finally:
+            periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await periodic
 
     return start_up
 
@@ -140,6 +151,7 @@ def create_app(
     connect_agent: AgentConnector | None = None,
     clock: Callable[[], float] = time.time,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    metrics: BridgeMetrics | None = None,
 ) -> FastAPI:
     """The bridge app. Without `tenants`, the call table (or nothing) is the directory; without
     `session_factory`, calls are passed through unsupervised (`mirror_bridge.wiring.build_app`
@@ -157,6 +169,7 @@ def create_app(
         lifespan=tuned(lifespan),
     )  # fmt: skip
     app.state.settings = settings
+    app.state.metrics = metrics or BridgeMetrics()
     app.state.store = store
     app.state.session_factory = factory
     app.state.relays = []  # the last few relays, for tests and debugging
@@ -271,9 +284,12 @@ def create_app(
         await websocket.accept()
         relay = CallRelay(websocket, settings, tenants, factory, connect_agent, binding=grant)
         app.state.relays = [*app.state.relays[-99:], relay]
+        app.state.metrics.call_started()
         try:
             await relay.run()
         except Exception:
             log.exception("relay crashed")
+        finally:  # the call's metrics, once its relay (and its session's close) returned
+            app.state.metrics.relay_finished(relay)
 
     return app

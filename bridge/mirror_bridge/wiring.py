@@ -44,6 +44,8 @@ from mirror_bridge.call_end import (
     InMemoryEventSink,
     StoreStateWriter,
 )
+from mirror_bridge.logs import bind_call
+from mirror_bridge.metrics import BridgeMetrics
 from mirror_bridge.relay import CallContext, SessionIO
 from mirror_bridge.session import BridgeSessionConfig, CallSession
 from mirror_bridge.settings import Settings, SettingsError
@@ -112,6 +114,8 @@ class Supervision:
         )
 
     def __call__(self, ctx: CallContext, io: SessionIO) -> CallSession:
+        # From here on, the call's relay task (and every task it starts) logs for this call.
+        bind_call(ctx.call_id, ctx.stream_id, ctx.tenant.tenant_id)
         session = CallSession(
             ctx.mirror_context(),
             io,
@@ -272,6 +276,7 @@ def build_app(settings: Settings, *, environ: Mapping[str, str] = os.environ) ->
         store=supervision.store,
         session_factory=supervision,
         lifespan=supervision.lifespan,
+        metrics=BridgeMetrics.from_env(environ),
     )
     app.state.supervision = supervision
     return app

@@ -111,6 +111,14 @@ def message_limit(protocol: SansIOProtocol) -> int | None:
     return min(limits) if limits else None
 
 
+def limit_message_size(protocol: SansIOProtocol, limit: int) -> None:
+    """Lower the largest message the protocol takes to `limit` (never raise it): websockets
+    reads `max_message_size` as it parses each frame, so setting it before the first frame
+    is as if it had been built with it."""
+    current = protocol.max_message_size
+    protocol.max_message_size = limit if current is None else min(current, limit)
+
+
 # --- websockets' asyncio client connection -----------------------------------------------------
 
 CLIENT_HOOKS = ("data_received", "process_event", "connection_lost", "send_data")

@@ -66,8 +66,19 @@ class _Writer:
         write_now: Callable[[str], bool] | None = None,
         *,
         call_id: str,
+        stall_s: float | None = None,
+        on_stall: Callable[[], None] | None = None,
     ) -> None:
+        """`stall_s`: the longest a `put` waits for room (None: no limit). A peer that has
+        taken nothing for that long, with the queue full, is stalled: the writer gives up
+        (what is queued and every later message is dropped, no put waits again) and
+        `on_stall` runs once (the relay ends the call: `agent_stalled`). Without it, a socket
+        waiting on a stalled peer would hold the other direction, Plivo's `stop` and its end
+        included, for as long as the peer stalls (issue 13, item 2)."""
         self.name = name
+        self._stall_s = stall_s
+        self._on_stall = on_stall
+        self.stalled = False
         self._task_name = f"{call_id}::{name}-writer"
         self._send = send
         self._write_now = write_now
@@ -136,19 +147,36 @@ class _Writer:
             waiter = self._loop.create_future()
             self._room.append(waiter)
             try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():  # room given: pass it on
-                    self._admitted -= 1
-                    self._let_in()
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._room.remove(waiter)
-                raise
+                async with asyncio.timeout(self._stall_s):
+                    try:
+                        await waiter
+                    except asyncio.CancelledError:
+                        if waiter.done() and not waiter.cancelled():  # room given: pass it on
+                            self._admitted -= 1
+                            self._let_in()
+                        else:
+                            with contextlib.suppress(ValueError):
+                                self._room.remove(waiter)
+                        raise
+            except TimeoutError:
+                self._stalled()
+                return
             self._admitted -= 1
             if self.dead:
                 return
         self._push(text)
+
+    def _stalled(self) -> None:
+        if self.stalled:
+            return
+        self.stalled = True
+        log.warning(
+            "%s: %s side took nothing for %.1f s with %d queued: stalled, dropping its frames",
+            self._task_name, self.name, self._stall_s or 0.0, len(self._pending),
+        )  # fmt: skip
+        self._give_up()
+        if self._on_stall is not None:
+            self._on_stall()
 
     def _push(self, text: str, tag: str | None = None) -> None:
         if not self._busy and (write_now := self._write_now) is not None:

@@ -23,11 +23,23 @@ if TYPE_CHECKING:
 MULAW = "audio/x-mulaw"
 L16 = "audio/x-l16"
 ALLOWED_FORMATS: frozenset[tuple[str, int]] = frozenset({(MULAW, 8000), (L16, 8000), (L16, 16000)})
+"""What Plivo streams and takes, and what the bridge speaks (`audio.for_stream`): a `start` in
+any other format is refused at once (`StartEvent.supported`), before the agent is dialled, not
+at the first intervention after the agent's audio was already cleared (issue 13, item 11)."""
+MAX_ID_CHARS = 256
+"""The longest call id, stream id or account id a `start` may carry (Plivo's are UUIDs and
+`MA...` ids; the functions' `Identifier` takes up to 256): a longer one is an invalid start,
+refused before anything is built for the call (issue 13, item 7)."""
 OUTBOUND_EVENTS: frozenset[str] = frozenset({"playAudio", "checkpoint", "clearAudio", "sendDTMF"})
 
 
 class PlivoProtocolError(ValueError):
     """A frame that cannot be understood: logged and skipped, never fatal to the call."""
+
+
+class InvalidStartError(PlivoProtocolError):
+    """A `start` the call cannot be built from (no or oversized identifiers): the stream is
+    refused at once (the relay closes it with 1008)."""
 
 
 class Frame(dict[str, Any]):
@@ -110,6 +122,12 @@ class StartEvent:
     event: str = "start"
     bidirectional: bool = True
     """False only when the start says so (then the bridge speaks through Plivo's REST API)."""
+
+    @property
+    def supported(self) -> bool:
+        """The stream's format is one the bridge relays and speaks (`ALLOWED_FORMATS`)."""
+        fmt = self.media_format
+        return (fmt.encoding, fmt.sample_rate) in ALLOWED_FORMATS
 
 
 @dataclass(slots=True)
@@ -248,6 +266,34 @@ def parse_extra_headers(value: Any) -> dict[str, str]:
     return out
 
 
+def _parse_start(raw: dict[str, Any], seq: int | None, top_sid: str | None) -> StartEvent:
+    """A `start`, its identifiers bounded (`MAX_ID_CHARS`)."""
+    start = _obj(raw, "start")
+    call_id = _opt_str(start.get("callId"))
+    stream_id = _opt_str(start.get("streamId")) or top_sid
+    account_id = _opt_str(start.get("accountId"))
+    if not call_id or not stream_id:
+        raise InvalidStartError("start needs start.callId and start.streamId")
+    for name, value in (("callId", call_id), ("streamId", stream_id), ("accountId", account_id)):
+        if value is not None and len(value) > MAX_ID_CHARS:
+            raise InvalidStartError(f"start.{name} is over {MAX_ID_CHARS} characters")
+    fmt = _obj(start, "mediaFormat")
+    rate = _opt_int(fmt.get("sampleRate")) or 8000
+    tracks = start.get("tracks")
+    return StartEvent(
+        call_id=call_id,
+        stream_id=stream_id,
+        account_id=account_id,
+        tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
+        media_format=MediaFormat(_opt_str(fmt.get("encoding")) or MULAW, rate),
+        extra_headers=parse_extra_headers(raw.get("extra_headers")),
+        sequence_number=seq,
+        raw=raw,
+        bidirectional=start.get("bidirectional", raw.get("bidirectional", True))
+        not in (False, "false", "False"),
+    )
+
+
 def parse_event(raw: dict[str, Any]) -> PlivoEvent:
     """One decoded frame to an event. Raises PlivoProtocolError when a known event is unusable."""
     event = raw.get("event")
@@ -274,26 +320,12 @@ def parse_event(raw: dict[str, Any]) -> PlivoEvent:
     seq = _opt_int(raw.get("sequenceNumber"))
     top_sid = _opt_str(raw.get("streamId"))
     if event == "start":
-        start = _obj(raw, "start")
-        call_id = _opt_str(start.get("callId"))
-        stream_id = _opt_str(start.get("streamId")) or top_sid
-        if not call_id or not stream_id:
-            raise PlivoProtocolError("start needs start.callId and start.streamId")
-        fmt = _obj(start, "mediaFormat")
-        rate = _opt_int(fmt.get("sampleRate")) or 8000
-        tracks = start.get("tracks")
-        return StartEvent(
-            call_id=call_id,
-            stream_id=stream_id,
-            account_id=_opt_str(start.get("accountId")),
-            tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
-            media_format=MediaFormat(_opt_str(fmt.get("encoding")) or MULAW, rate),
-            extra_headers=parse_extra_headers(raw.get("extra_headers")),
-            sequence_number=seq,
-            raw=raw,
-            bidirectional=start.get("bidirectional", raw.get("bidirectional", True))
-            not in (False, "false", "False"),
-        )
+        try:
+            return _parse_start(raw, seq, top_sid)
+        except InvalidStartError:
+            raise
+        except PlivoProtocolError as e:  # any unusable part: the call cannot be built from it
+            raise InvalidStartError(f"start: {e}") from None
     if event == "media":
         media = _obj(raw, "media")
         payload = media.get("payload")

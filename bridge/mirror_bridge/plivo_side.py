@@ -16,6 +16,7 @@ from mirror_bridge.contract import CallSessionLike, takes_plivo_events
 from mirror_bridge.framing import FrameHandler, Message
 from mirror_bridge.outbound import _Writer
 from mirror_bridge.plivo_protocol import (
+    InvalidStartError,
     PlivoEvent,
     PlivoProtocolError,
     StartEvent,
@@ -35,6 +36,8 @@ class PlivoSide:
     def __init__(self, plivo: WebSocket, stats: RelayStats) -> None:
         self.plivo = plivo
         self.stats = stats
+        self.invalid_start: str | None = None
+        """Why a `start` was refused (`InvalidStartError`): before the call, the stream ends."""
 
     def event(self, frame: Message) -> PlivoEvent | None:
         """The frame's event, or None when it is skipped (logged and counted)."""
@@ -44,6 +47,11 @@ class PlivoSide:
             return None
         try:
             event = parse_event(decode_frame(frame))
+        except InvalidStartError as e:
+            self.stats.skipped["plivo_invalid_start"] += 1
+            self.invalid_start = str(e)
+            log.warning("refused a Plivo start: %s", e)
+            return None
         except PlivoProtocolError as e:
             self.stats.skipped["plivo_malformed"] += 1
             log.warning("skipped a malformed Plivo frame: %s (%.80r)", e, frame)
@@ -56,7 +64,8 @@ class PlivoSide:
         return event
 
     async def next_event(self) -> PlivoEvent | None:
-        """The next usable event, or None when the socket closed. Bad frames are skipped."""
+        """The next usable event, or None when the socket closed or a `start` was refused
+        (`invalid_start`). Other bad frames are skipped."""
         while True:
             frame = await self.receive()
             if frame is None:
@@ -64,6 +73,8 @@ class PlivoSide:
             event = self.event(frame)
             if event is not None:
                 return event
+            if self.invalid_start is not None:
+                return None
 
     async def receive(self) -> Message | None:
         """The next frame through ASGI, or None when the socket closed."""
@@ -117,7 +128,8 @@ class PlivoSide:
                 log.warning("skipped a second start on stream %s", event.stream_id)
                 return None
             if isinstance(event, StopEvent):
-                return run(_stop(call, event, agent), "plivo-stop")
+                _stop(call, event, agent)
+                return None
             if take is None:
                 return run(session.on_plivo_event(event), "plivo-event", "Plivo", event.event)
             try:
@@ -130,7 +142,10 @@ class PlivoSide:
         return on_plivo_frame
 
 
-async def _stop(call: CallScope, event: StopEvent, agent: _Writer) -> None:
-    """Plivo's `stop` goes to the agent as it came, then the call ends."""
-    await agent.put(event.raw)
+def _stop(call: CallScope, event: StopEvent, agent: _Writer) -> None:
+    """Plivo's `stop` is queued for the agent as it came (behind what it has not read yet;
+    never waiting for room), then the call ends at once: a stalled agent cannot keep a call
+    open after the caller hung up (issue 13, item 2). The agent's queue still gets
+    `close_drain_s` to go out."""
+    agent.enqueue(event.raw)
     call.end("stop")

@@ -32,17 +32,28 @@ WS_PROTOCOL = "mirror_bridge.plivo_socket:PlivoWebSocketProtocol"
 
 log = logging.getLogger("mirror_bridge.plivo_socket")
 
+PLIVO_MAX_MESSAGE_BYTES = 64 * 1024
+"""The largest message Plivo's socket may send the bridge (uvicorn's own default is 16 MiB). A
+real media frame is a few hundred bytes (20 ms of audio, base64, in JSON), a `start` under 2 KB;
+64 KiB leaves a wide margin. A larger message closes the socket with 1009 before it is
+buffered: one 16 MiB frame would hold the loop, and every call on the task, for ~90 ms
+(issue 13, item 11)."""
+
 
 class PlivoWebSocketProtocol(compat.UvicornSansIOProtocol):
     """See the module docstring."""
 
     receiver: FrameReceiver | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        compat.limit_message_size(self.conn, PLIVO_MAX_MESSAGE_BYTES)
+
     # --- what the relay uses -------------------------------------------------------------------
 
     def start_delivery(self, handler: FrameHandler, on_end: Callable[[], None]) -> None:
         receiver = FrameReceiver(
-            self, self.conn, masked=True, max_size=compat.uvicorn_max_size(self)
+            self, self.conn, masked=True, max_size=compat.message_limit(self.conn)
         )
         self.receiver = receiver
         queued, ended = compat.take_uvicorn_queue(self)  # what uvicorn queued: in order

@@ -108,22 +108,35 @@ class CallRelay:
         self.stats = RelayStats()
         self.session: CallSessionLike | None = None
         self.end_reason: str | None = None
+        self.agent: AgentSocket | None = None
+        """The agent's connection once dialled (closed, or dropped, when the call ends)."""
         self._plivo = PlivoSide(plivo, self.stats)
 
     async def run(self) -> None:
         """Runs until the call ends; never raises for a peer's misbehaviour."""
         plivo = self._plivo
-        event = await plivo.next_event()
-        while event is not None and not isinstance(event, StartEvent):
-            self.stats.skipped["plivo_before_start"] += 1
-            log.warning("skipped Plivo %s before start", event.event)
-            if isinstance(event, StopEvent):
-                return await plivo.close(1000)
-            event = await plivo.next_event()
+        try:
+            async with asyncio.timeout(self.settings.start_timeout_s or None):
+                event = await self._first_start()
+        except TimeoutError:
+            log.warning("no Plivo start within %g s; closing", self.settings.start_timeout_s)
+            self.end_reason = "start_timeout"
+            return await plivo.close(1008)
+        if isinstance(event, str):
+            self.end_reason = event
+            return await plivo.close(1008 if event == "invalid_start" else 1000)
         if event is None:
             self.end_reason = "plivo_closed"
             return
         start = event
+        if not start.supported:  # decided now: Mirror could never speak on this stream
+            fmt = start.media_format
+            log.error(
+                "call %s: unsupported media format %.40s at %d Hz; refusing the stream",
+                start.call_id, fmt.encoding, fmt.sample_rate,
+            )  # fmt: skip
+            self.end_reason = "unsupported_media_format"
+            return await plivo.close(1003)
         if self.binding is not None and (
             why := self.binding.mismatch(start.call_id, start.extra_headers.get(NUMBER_HEADER))
         ):  # a token opens its own call's stream only
@@ -141,7 +154,24 @@ class CallRelay:
             log.error("call %s: agent %s unreachable: %s", start.call_id, tenant.agent_url, e)
             self.end_reason = "agent_unreachable"
             return await plivo.close(1011)
+        self.agent = conn
         await self._relay(start, number, tenant, conn)
+
+    async def _first_start(self) -> StartEvent | str | None:
+        """Plivo's `start`; None when the socket closed first; `invalid_start` (a start the
+        call cannot be built from: `plivo_protocol.InvalidStartError`) or `stop_before_start`
+        when the stream is to be closed. Anything else before it is skipped."""
+        plivo = self._plivo
+        event = await plivo.next_event()
+        while event is not None and not isinstance(event, StartEvent):
+            self.stats.skipped["plivo_before_start"] += 1
+            log.warning("skipped Plivo %s before start", event.event)
+            if isinstance(event, StopEvent):
+                return "stop_before_start"
+            event = await plivo.next_event()
+        if event is None and plivo.invalid_start is not None:
+            return "invalid_start"
+        return event
 
     async def _resolve_tenant(self, start: StartEvent) -> tuple[str | None, TenantConfig | None]:
         number = start.extra_headers.get(NUMBER_HEADER)
@@ -161,34 +191,50 @@ class CallRelay:
         self, start: StartEvent, number: str | None, tenant: TenantConfig, conn: AgentSocket
     ) -> None:
         size = self.settings.queue_size
-        plivo_push = push_socket(self.plivo)  # each socket's push path, once per connection
-        agent_push = push_path(conn)
         call_id = start.call_id
-        to_plivo = _Writer(
-            "plivo",
-            self.plivo.send_text,
-            size,
-            plivo_push.write_now if plivo_push else None,
-            call_id=call_id,
-        )
-        to_agent = _Writer(
-            "agent", conn.send, size, agent_push.write_now if agent_push else None, call_id=call_id
-        )
-        ctx = CallContext(start.call_id, start.stream_id, number, tenant, start.media_format, start)
-        io = SessionIO(plivo=to_plivo, send_agent=to_agent.put, offer_agent=to_agent.offer)
-        session = self.session_factory(ctx, io)
-        self.session = session
-        log.info(
-            "call %s stream %s: tenant %s, agent %s",
-            ctx.call_id,
-            ctx.stream_id,
-            tenant.tenant_id,
-            tenant.agent_url,
-        )
-        call = CallScope(ctx.call_id, self.stats)
+        call = CallScope(call_id, self.stats)
         readers: list[asyncio.Task[str]] = []
         reason = "error"
+        session: CallSessionLike | None = None
+        writers: list[_Writer] = []
+        plivo_push = agent_push = None
+        # Everything from here is inside the cleanup: whatever fails while the call is built
+        # (a session factory refusing the call, a writer, a push path), both sockets are
+        # closed and every task the call started is cancelled (issue 13, item 7).
         try:
+            plivo_push = push_socket(self.plivo)  # each socket's push path, once per connection
+            agent_push = push_path(conn)
+            to_plivo = _Writer(
+                "plivo",
+                self.plivo.send_text,
+                size,
+                plivo_push.write_now if plivo_push else None,
+                call_id=call_id,
+            )
+            writers.append(to_plivo)
+            to_agent = _Writer(
+                "agent",
+                conn.send,
+                size,
+                agent_push.write_now if agent_push else None,
+                call_id=call_id,
+                stall_s=self.settings.agent_write_timeout_s or None,
+                on_stall=lambda: call.end("agent_stalled"),
+            )
+            writers.append(to_agent)
+            ctx = CallContext(
+                start.call_id, start.stream_id, number, tenant, start.media_format, start
+            )
+            io = SessionIO(plivo=to_plivo, send_agent=to_agent.put, offer_agent=to_agent.offer)
+            session = self.session_factory(ctx, io)
+            self.session = session
+            log.info(
+                "call %s stream %s: tenant %s, agent %s",
+                ctx.call_id,
+                ctx.stream_id,
+                tenant.tenant_id,
+                tenant.agent_url,
+            )
             await to_agent.put(start.raw)
             try:
                 await session.on_start(start)
@@ -210,20 +256,30 @@ class CallRelay:
             for task in readers:
                 task.add_done_callback(call.reader_done)
             reason = await call.ended
+        except Exception:
+            log.exception("call %s: the relay failed; ending the call", call_id)
+            reason = "error"
         finally:
             call.end(reason)  # handlers deliver nothing more
+            reason = call.ended.result()  # the first end (e.g. a stall while building)
             for push in (plivo_push, agent_push):
                 if push is not None:
-                    push.stop_delivery()
+                    with contextlib.suppress(Exception):
+                        push.stop_delivery()
             await call.cancel(readers)
             self.end_reason = reason
-            log.info("call %s ending: %s %s", ctx.call_id, reason, dict(self.stats.skipped))
-            try:
-                await session.close(reason)
-            except Exception:
-                log.exception("call %s: session close failed", ctx.call_id)
+            log.info("call %s ending: %s %s", call_id, reason, dict(self.stats.skipped))
+            if session is not None:
+                try:
+                    await session.close(reason)
+                except Exception:
+                    log.exception("call %s: session close failed", call_id)
             drain = self.settings.close_drain_s
-            await asyncio.gather(to_agent.finish(drain), to_plivo.finish(drain))
-            with contextlib.suppress(Exception):
+            await asyncio.gather(*(w.finish(drain) for w in writers))
+            try:
                 await asyncio.wait_for(conn.close(), drain)
+            except Exception:  # a stalled agent never answers the close: the socket is dropped
+                transport = getattr(conn, "transport", None)
+                if transport is not None:
+                    transport.abort()
             await self._plivo.close(1000)

@@ -58,6 +58,12 @@ class Settings:
     """Frames buffered per direction before the producer waits (about 10 s of 20 ms audio)."""
     close_drain_s: float = 1.0
     """How long closing waits for queued frames (e.g. `stop` to the agent) to go out."""
+    agent_write_timeout_s: float = 5.0
+    """How long a message for the agent may wait for room in its full queue: an agent that
+    took nothing for that long is stalled and the call ends (`agent_stalled`; 0: no limit)."""
+    start_timeout_s: float = 10.0
+    """How long an accepted stream may go without Plivo's `start` before it is closed
+    (0: no limit)."""
     meta_ttl_s: int = 7 * 24 * 3600
     # --- supervision (mirror_bridge.wiring reads these; required ones are checked there) ------
     mode: Mode = "aws"
@@ -113,6 +119,8 @@ class Settings:
             ("MAX_CALL_S", self.max_call_s),
             ("CALLER_SILENCE_S", self.caller_silence_s),
             ("mirror_dispatch_s", self.mirror_dispatch_s),
+            ("AGENT_WRITE_TIMEOUT_S", self.agent_write_timeout_s),
+            ("START_TIMEOUT_S", self.start_timeout_s),
         ):
             if not value >= 0:  # also false for nan
                 raise SettingsError(f"{name} must be 0 or more seconds: {value}")
@@ -175,6 +183,8 @@ class Settings:
             tenant_cache_ttl_s=num("TENANT_CACHE_TTL_S", 30.0),
             agent_connect_timeout_s=num("AGENT_CONNECT_TIMEOUT_S", 3.0),
             queue_size=int(num("BRIDGE_QUEUE_SIZE", 512)),
+            agent_write_timeout_s=num("AGENT_WRITE_TIMEOUT_S", 5.0),
+            start_timeout_s=num("START_TIMEOUT_S", 10.0),
             mode=_one_of("BRIDGE_MODE", (opt("BRIDGE_MODE") or "aws").lower(), MODES),
             score_turn_function=opt("SCORE_TURN_FUNCTION"),
             gate_tool_function=opt("GATE_TOOL_FUNCTION"),

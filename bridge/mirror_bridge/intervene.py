@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from mirror.correction import CorrectionResult
 from mirror.models import Verdict
@@ -88,9 +89,12 @@ class InterventionMixin(SessionState):
     ) -> None:
         audio = await self._render(buffer_text, cached=True)
         if audio is not None and self._current(iv):
-            if await self._play(iv, audio, "buffer") in ("cleared", "ended"):
-                iv.outcome = "cancelled"
+            outcome = await self._play(iv, audio, "buffer")
+            if outcome == "ended":
+                iv.outcome = "ended"
                 return
+            # "cleared": only Mirror clears the queue now, for a newer intervention, which
+            # takes over below (superseded); while this one is current it goes on
         correction = await fetch
         if not self._current(iv):
             iv.outcome = "superseded" if not self.closed else "ended"
@@ -166,3 +170,27 @@ class InterventionMixin(SessionState):
         iv.mark("override_sent", self.clock)
         iv.outcome = "completed" if correction else "completed_without_correction"
         self.counts["interventions_completed"] += 1
+        if correction is not None and correction.note_stored:
+            await self._consume_note()
+
+    async def _consume_note(self) -> None:
+        """The note just delivered is taken from the store (GenerateCorrection stored it for
+        an agent that reads it through the Api): a note delivered is a note consumed, never
+        taken a second time. A store failure is counted; the agent has its note."""
+        notes = self.notes
+        if notes is None:
+            return
+        ctx = self.ctx
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(notes.take_override, ctx, time.time()),
+                self.config.correction_timeout_s,
+            )
+        except Exception as e:
+            self.counts["override_note_consume_failures"] += 1
+            logger.warning(
+                "could not consume the delivered override note",
+                extra={"call_id": ctx.call_id, "error": repr(e)},
+            )
+            return
+        self.counts["override_notes_consumed"] += 1

@@ -31,8 +31,12 @@ intervened turn's checkpoint: it was never sent, the agent gets `mirror.verdict`
 
 **clearedAudio.** Waits pending when a clearAudio goes out fail then (Plivo drops those
 checkpoints). A clearedAudio that answers one of the clears sent on this stream only confirms it
-(it reaches the agent when the clear was the agent's); one that answers none (the queue was
-cleared by someone else) cancels every pending wait and reaches the agent.
+(it reaches the agent when the clear was the agent's); one that answers none (a repeated or late
+ack) is counted (`unsolicited_cleared`) and reaches the agent, and fails no wait: an
+intervention survives duplicate and late Plivo events and always ends with its correction or an
+explicit hand-back (`mirror.override`), never in silence. A note delivered is a note consumed:
+once the agent has the override note, the stored copy is taken (`notes`), so it cannot be taken
+again through the Api.
 
 **Tool gate.** `mirror.tool_gate` → GateTool → `mirror.tool_decision`. A failure, timeout or
 `{"error"}` answer holds irreversible calls (`tool_gate_failure_mode`) and allows reversible ones
@@ -185,9 +189,12 @@ class CallSession(OutboxMixin, TurnHoldMixin, InterventionMixin, GateMixin, Sile
                 if self._clears_on_wire:  # answers a clear we sent: its waits already failed
                     forward = self._clears_on_wire.popleft() == AGENT
                 else:
+                    # A repeated or late ack (Plivo clears only on a clearAudio, and every one
+                    # goes out through this session): counted and passed on, but it fails no
+                    # wait. Were the queue really cleared, a wait's watchdog fires and the
+                    # intervention goes on to its correction and hand-back; failing the waits
+                    # here ended interventions in silence (issue 13, item 12).
                     self.counts["unsolicited_cleared"] += 1
-                    if self.checkpoints.fail_all("cleared"):
-                        self.playout.clear()
             case StopEvent():
                 await self.close("stop")
                 return

@@ -10,7 +10,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mirror.models import CallContext, MirrorConfig, Verdict
 from mirror_bridge.agent_protocol import MirrorOutbound, MirrorTurn
@@ -32,6 +32,12 @@ DEFAULT_FALLBACK_NOTE = (
     "Your last reply was stopped before the caller heard all of it. Re-check what the caller "
     "asked for, read the details back, and get a clear yes before doing anything irreversible."
 )
+
+
+class OverrideNotes(Protocol):
+    """The call's one-shot override note in the store (`mirror.state.StateStore`'s part)."""
+
+    def take_override(self, ctx: CallContext, now: float) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,11 @@ class SessionState:
         buffer_lines: BufferLineCache | None = None,
         state: CallStateWriter | None = None,
         rest: RestSpeaker | None = None,
+        notes: OverrideNotes | None = None,
     ) -> None:
         self.ctx = ctx
+        self.notes = notes
+        """Where GenerateCorrection stores the override note: the one delivered is taken."""
         self.io = io
         self.functions = functions
         self.tts = tts

@@ -126,6 +126,7 @@ class Supervision:
             buffer_lines=self.buffer_lines,
             state=self.state,
             rest=self.rest,
+            notes=self.store,  # the delivered override note is consumed (issue 13, item 12)
         )
         self.sessions.append(session)
         return session

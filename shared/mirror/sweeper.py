@@ -115,10 +115,12 @@ class DynamoDBPendingIndex:
             self._client = client("dynamodb", connect_timeout_s=1.0, read_timeout_s=3.0)
         return self._client
 
-    def _pages(self, source: str, before: float) -> Iterator[dict[str, Any]]:
+    def _pages(self, source: str, before: float, page_size: int) -> Iterator[dict[str, Any]]:
         start: dict[str, Any] | None = None
         while True:
-            extra = {"ExclusiveStartKey": start} if start else {}
+            extra: dict[str, Any] = {"Limit": page_size}
+            if start:
+                extra["ExclusiveStartKey"] = start
             page = self.client().query(
                 TableName=self.table_name,
                 IndexName=PENDING_INDEX,
@@ -137,7 +139,7 @@ class DynamoDBPendingIndex:
 
     def find(self, source: str, before: float, limit: int) -> list[PendingCallEnded]:
         found: list[PendingCallEnded] = []
-        for item in self._pages(source, before):
+        for item in self._pages(source, before, min(max(limit, 1), 1000)):
             if item.get(SK, {}).get("S") != META_SK:
                 continue
             try:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mirror.usecases.gate import gate_tools
     from mirror.usecases.reports import Retryable, report_call
     from mirror.usecases.score import ascore_turn, score_turn
+    from mirror.usecases.sweep import sweep_call_ended
 
 _WHERE = {
     "HTTP_STATUS": "failure",
@@ -45,6 +46,7 @@ _WHERE = {
     "read_call": "calls",
     "report_call": "reports",
     "score_turn": "score",
+    "sweep_call_ended": "sweep",
     "take_override": "calls",
 }
 """Each name's module, imported on first use: a handler's cold start pays only for its own
@@ -65,6 +67,7 @@ __all__ = [
     "read_call",
     "report_call",
     "score_turn",
+    "sweep_call_ended",
     "take_override",
 ]
 

@@ -29,6 +29,7 @@ Importing this module does no I/O.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from mirror.events import (
 from mirror.models import CallContext, Message, Verdict
 from mirror.state import StateStore
 from mirror.state.base import MetaValue
+
+_log = logging.getLogger(__name__)
 
 ENDED_AT_FIELD = "ended_at"
 """The META field that marks a call ended (epoch seconds)."""
@@ -143,9 +146,14 @@ class EventBridgeCallEnded:
             reason if isinstance(reason, str) and reason else "api",
         )
         try:
-            self.publisher.publish(CALL_ENDED_DETAIL_TYPE, detail)
+            retries = self.publisher.publish(CALL_ENDED_DETAIL_TYPE, detail)
         except EventPublishError as e:
             raise CallEventError(str(e)) from None
+        if retries:
+            _log.info(
+                "CallEnded published after retries",
+                extra={"call_id": ctx.call_id, "tenant_id": ctx.tenant_id, "retries": retries},
+            )
 
 
 def _number(value: MetaValue) -> float | None:

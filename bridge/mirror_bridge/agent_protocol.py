@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from mirror.errors import field_errors
 from mirror.gate import GateResult, PlannedToolCall
 from mirror.models import (
     MAX_TOOL_CALLS,
@@ -25,8 +26,12 @@ from mirror.models import (
     ToolMessage,
     Verdict,
 )
+from mirror_bridge.plivo_protocol import OUTBOUND_EVENTS
 
 MIRROR_PREFIX = "mirror."
+PLIVO_INBOUND_EVENTS: frozenset[str] = frozenset(
+    {"start", "media", "dtmf", "playedStream", "clearedAudio", "stop"}
+)
 
 _IN = ConfigDict(extra="forbid", frozen=True)
 _OUT = ConfigDict(extra="forbid")
@@ -70,6 +75,8 @@ class MirrorToolGate(BaseModel):
 
 MirrorMessage = Annotated[MirrorTurn | MirrorToolGate, Field(discriminator="event")]
 INBOUND_EVENTS: frozenset[str] = frozenset({"mirror.turn", "mirror.tool_gate"})
+KNOWN_EVENTS: frozenset[str] = INBOUND_EVENTS | OUTBOUND_EVENTS | PLIVO_INBOUND_EVENTS
+"""Every event name either protocol defines: the only ones a `mirror.error` names."""
 _ADAPTER: TypeAdapter[MirrorTurn | MirrorToolGate] = TypeAdapter(MirrorMessage)
 
 
@@ -194,25 +201,27 @@ def _ref_id(message: dict[str, Any]) -> str | None:
 
 
 def parse_mirror_message(message: dict[str, Any]) -> MirrorTurn | MirrorToolGate:
-    """Validate an agent's Mirror message; raises MirrorProtocolError carrying the reply."""
+    """Validate an agent's Mirror message; raises MirrorProtocolError carrying the reply. The
+    reply never quotes the message's keys or values (a card number sent as a key or an event
+    name goes no further): paths are built from the schema's names (`mirror.errors`)."""
     event = message.get("event")
     ref = _ref_id(message)
     if event not in INBOUND_EVENTS:
         raise MirrorProtocolError(
             MirrorError(
                 code="unknown_event",
-                message=f"unknown Mirror event {str(event)[:64]!r}; "
-                f"known: {', '.join(sorted(INBOUND_EVENTS))}",
-                ref_event=str(event)[:64] if event is not None else None,
+                message=f"unknown Mirror event; known: {', '.join(sorted(INBOUND_EVENTS))}",
                 ref_id=ref,
             )
         )
     try:
         return _ADAPTER.validate_python(message)
     except ValidationError as e:
+        # loc[0] is the union's tag (the event); the rest is the message's own path
+        fields = field_errors(e.errors(include_url=False)[:5], strip=1)
         detail = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'message'}: {err['msg']}"
-            for err in e.errors()[:5]
+            f"{'message' if f['field'] == '(event)' else f['field']}: {f['message']}"
+            for f in fields
         )
         raise MirrorProtocolError(
             MirrorError(code="invalid_message", message=detail, ref_event=event, ref_id=ref)
@@ -222,11 +231,14 @@ def parse_mirror_message(message: dict[str, Any]) -> MirrorTurn | MirrorToolGate
 def error_reply(
     code: ErrorCode, message: str, about: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """A `mirror.error` about `about` (the frame it answers). `message` must be the bridge's
+    own text; `ref_event` is set only when the frame's event is one the protocols define, so an
+    arbitrary event name is never sent back."""
     about = about or {}
     event = about.get("event")
     return MirrorError(
         code=code,
         message=message,
-        ref_event=event[:64] if isinstance(event, str) else None,
+        ref_event=event if isinstance(event, str) and event in KNOWN_EVENTS else None,
         ref_id=_ref_id(about),
     ).to_wire()

@@ -103,14 +103,15 @@ def agent_handler(
                 return reply(call, agent, e.error.to_wire())
             return run(dispatch_mirror(call, session, parsed, mirror_dispatch_s), "agent-mirror")
         stats.skipped["agent_unsupported"] += 1
-        log.info("call %s: skipped agent frame with event %r", call.call_id, event)
+        # the event's name is the agent's input: neither logged nor sent back (it may be PII)
+        log.info("call %s: skipped agent frame with an unsupported event", call.call_id)
         return reply(
             call,
             agent,
             error_reply(
                 "unsupported_frame" if isinstance(event, str) else "malformed_frame",
-                f"the agent may send playAudio, checkpoint, clearAudio, sendDTMF or "
-                f"mirror.* events, not {str(event)[:64]!r}",
+                "the agent may send playAudio, checkpoint, clearAudio, sendDTMF or "
+                "mirror.* events only",
                 message,
             ),
         )

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mirror.calls import CallEnded, CallState, OverrideNote
 from mirror.correction import CorrectionEvent, CorrectionResult, llm_timeout_from_env
-from mirror.errors import error_response
+from mirror.errors import error_response, field_errors, invalid_message
 from mirror.fixes.approval import FixDecision, FixDecisionRequest
 from mirror.gate import GateResult, GateToolEvent
 from mirror.models import CallContext, ScoreTurnEvent, Verdict
@@ -192,22 +192,29 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def _request_fields(errors: Sequence[Any]) -> tuple[bool, list[dict[str, str]]]:
-    """(the body is not JSON at all, one `{field, message}` per error); never the input."""
+    """(the body is not JSON at all, one `{field, message}` per error); never the input's keys
+    or values (`mirror.errors.field_errors`: an unknown key is `<extra>`)."""
     malformed = False
     fields: list[dict[str, str]] = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ())] or ["body"]
-        where, rest = loc[0], loc[1:]
-        message = str(err.get("msg", "invalid"))
+        loc = list(err.get("loc", ())) or ["body"]
+        where, rest = str(loc[0]), loc[1:]
         if err.get("type") == "json_invalid":
             malformed = True
+            # ctx.error is the JSON decoder's own text ("Expecting value"), never the body's
             detail = (err.get("ctx") or {}).get("error")
-            position = f" at position {rest[0]}" if rest else ""
-            fields.append({"field": "body", "message": f"{message}: {detail}{position}"})
+            position = f" at position {rest[0]}" if rest and isinstance(rest[0], int) else ""
+            fields.append({"field": "body", "message": f"JSON decode error: {detail}{position}"})
         elif where == "body":
-            fields.append({"field": ".".join(rest) or "body", "message": message})
+            [field] = field_errors([err], strip=1)
+            fields.append(field if rest else {**field, "field": "body"})
         else:
-            fields.append({"field": ".".join([where, *rest]), "message": message})
+            # a query/path/header parameter: FastAPI reports declared parameters only, so its
+            # name is the route's; what follows it is checked like a body path
+            [field] = field_errors([{**err, "loc": loc[2:]}])
+            name = ".".join([where, *(str(p) for p in rest[:1])])
+            tail = "" if field["field"] == "(event)" else f".{field['field']}"
+            fields.append({"field": name + tail, "message": field["message"]})
     return malformed, fields
 
 
@@ -225,9 +232,8 @@ async def on_request_invalid(request: Request, exc: Exception) -> JSONResponse:
     if malformed:
         logger.warning("malformed JSON body")
         return _error(400, "invalid_event", "the body is not valid JSON", fields)
-    names = ", ".join(f["field"] for f in fields[:5])
     logger.warning("invalid request", extra={"fields": fields})
-    return _error(422, "invalid_event", f"invalid event: {names}", fields)
+    return _error(422, "invalid_event", invalid_message(fields), fields)
 
 
 _HTTP_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}

@@ -223,7 +223,7 @@ BAD_EVENTS: dict[str, tuple[Any, str]] = {
     "agent_text too long": (_with(("agent_text",), "a" * 8001), "agent_text"),
     "history role unknown": (_with(("history", 0, "role"), "supervisor"), "history.0"),
     "tenant_id with '#'": (_with(("tenant_id",), "acme#evil"), "tenant_id"),
-    "unknown key": (_with(("verdict_json",), "{}"), "verdict_json"),
+    "unknown key": (_with(("verdict_json",), "{}"), "<extra>"),
     "policy that does not parse": (_with(("policies",), ["FORBID nothing quoted"]), "policies"),
     "event is a list": ([GOOD_EVENT], "(event)"),
     "event is a string": (json.dumps(GOOD_EVENT), "(event)"),

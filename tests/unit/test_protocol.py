@@ -242,7 +242,8 @@ def test_mirror_messages_parse_and_errors_carry_the_reference() -> None:
             parse_mirror_message(message)
         wire = info.value.error.to_wire()
         assert wire["event"] == "mirror.error" and wire["code"] == code
-        assert wire["ref_event"] == message["event"]
+        # an unknown event's name is the agent's input: never sent back (issue 13 item 9)
+        assert wire["ref_event"] == (None if code == "unknown_event" else message["event"])
         assert wire["ref_id"] == message.get("turn_id", message.get("request_id"))
 
 

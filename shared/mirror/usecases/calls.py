@@ -13,7 +13,8 @@ from mirror.usecases.failure import Failure
 def call_not_found(ctx: CallContext) -> Failure:
     return Failure(
         "call_not_found",
-        f"no call {ctx.call_id!r} for tenant {ctx.tenant_id!r} (never scored, or expired)",
+        # the ids are the request's: not quoted (errors never echo input, and this is logged)
+        "no such call for this tenant (never scored, or expired)",
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 import threading
@@ -44,6 +45,11 @@ def add_paths() -> None:
     for path in (str(REPO), str(BRIDGE_DIR), str(DEV_DIR)):
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+def default_log_level(level: str | None = None) -> str:
+    """`level`, else `LOG_LEVEL`, else INFO: the default of every Mirror stack."""
+    return (level or os.environ.get("LOG_LEVEL", "")).strip().upper() or "INFO"
 
 
 def free_port() -> int:
@@ -145,7 +151,13 @@ class MotoServer:
 class BridgeServer:
     """uvicorn serving `app` on 127.0.0.1 in a daemon thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None, lifespan: str = "on") -> None:
+    def __init__(
+        self,
+        app: Any,
+        port: int | None = None,
+        lifespan: str = "on",
+        log_level: str | None = None,
+    ) -> None:
         import uvicorn
 
         self.port = port or free_port()
@@ -153,7 +165,8 @@ class BridgeServer:
             app,
             host="127.0.0.1",
             port=self.port,
-            log_level="warning",
+            # INFO unless told otherwise, as in every stack (bridge/main.py, template.yaml)
+            log_level=default_log_level(log_level).lower(),
             lifespan=lifespan,
             ws_ping_interval=None,
             access_log=False,

@@ -26,7 +26,7 @@ from mirror.models import CallContext as MirrorCallContext
 from mirror.state import StateStore
 from mirror_bridge.contract import NUMBER_HEADER, AgentConnector, SessionFactory, pass_through
 from mirror_bridge.metrics import BridgeMetrics
-from mirror_bridge.plivo_protocol import MULAW
+from mirror_bridge.plivo_protocol import MULAW, ONE_WAY, STREAM_MODE_HEADER
 from mirror_bridge.relay import CallRelay
 from mirror_bridge.settings import Settings
 from mirror_bridge.signature import (
@@ -52,10 +52,18 @@ _EVENT_NAME = re.compile(r"[^A-Za-z0-9]")
 
 
 def stream_xml(
-    settings: Settings, number: str, tenant_id: str, call_id: str = "", now: float | None = None
+    settings: Settings,
+    number: str,
+    tenant_id: str,
+    call_id: str = "",
+    now: float | None = None,
+    *,
+    bidirectional: bool = True,
 ) -> str:
     """The `<Stream>` answer (plivo-protocol.md §1.2), built with the plivo SDK. With stream
-    tokens on, the stream URL carries one bound to this call (`signature.mint_stream_token`)."""
+    tokens on, the stream URL carries one bound to this call (`signature.mint_stream_token`).
+    `bidirectional=False` (the tenant's choice) asks for a one-way stream and marks it in
+    `extraHeaders`, which Plivo echoes in `start` (`plivo_protocol.STREAM_MODE_HEADER`)."""
     status_url = f"{settings.status_url}?{urlencode({'tenant': tenant_id})}"
     stream_url = settings.stream_url
     if settings.stream_tokens != "off":
@@ -72,14 +80,15 @@ def stream_xml(
     response = plivoxml.ResponseElement().add(
         plivoxml.StreamElement(
             stream_url,
-            bidirectional=True,
+            bidirectional=bidirectional,
             keepCallAlive=True,
             contentType=f"{MULAW};rate=8000",
             audioTrack="inbound",
             streamTimeout=timeout,
             statusCallbackUrl=status_url,
             statusCallbackMethod="POST",
-            extraHeaders=f"{NUMBER_HEADER}={number}",
+            extraHeaders=f"{NUMBER_HEADER}={number}"
+            + ("" if bidirectional else f",{STREAM_MODE_HEADER}={ONE_WAY}"),
         )
     )
     xml: str = response.to_string(False)  # plivo has no type information
@@ -233,7 +242,10 @@ def create_app(
         log.info(
             "answer: call %s number %s tenant %s", _first(params, "CallUUID"), number, tenant_id
         )
-        xml = stream_xml(settings, number, tenant_id, _first(params, "CallUUID"), clock())
+        xml = stream_xml(
+            settings, number, tenant_id, _first(params, "CallUUID"), clock(),
+            bidirectional=tenant.bidirectional if tenant else True,
+        )  # fmt: skip
         return Response(xml, media_type=XML_MEDIA_TYPE)
 
     @app.post("/plivo/stream-status")

@@ -116,8 +116,9 @@ class CallScope:
 
     async def call_limit(self, limit: float, agent: _Writer) -> str:
         """At `limit` seconds (`max_call_s`) the agent is told, then the call ends like a
-        hang-up (the session closes, `CallEnded` once, both sockets close; with nothing after
-        `<Stream>` in the answer XML, Plivo then ends the call)."""
+        hang-up (the session closes, `CallEnded` once, both sockets close). The supervised
+        session hangs the call up through Plivo's REST API on this reason (`max_duration`):
+        with `keepCallAlive`, closing the stream alone would leave the caller in silence."""
         await asyncio.sleep(limit)
         log.warning("call %s reached MAX_CALL_S (%g s): ending it", self.call_id, limit)
         await agent.put(

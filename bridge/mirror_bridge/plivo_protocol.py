@@ -26,6 +26,11 @@ ALLOWED_FORMATS: frozenset[tuple[str, int]] = frozenset({(MULAW, 8000), (L16, 80
 """What Plivo streams and takes, and what the bridge speaks (`audio.for_stream`): a `start` in
 any other format is refused at once (`StartEvent.supported`), before the agent is dialled, not
 at the first intervention after the agent's audio was already cleared (issue 13, item 11)."""
+STREAM_MODE_HEADER = "mirrorStream"
+ONE_WAY = "oneway"
+"""The answer XML asks for a one-way stream (a tenant's `bidirectional: false`) with
+`bidirectional="false"` and this `extraHeaders` pair, which Plivo echoes back in `start`: that
+is how the bridge knows (a real `start` carries no `bidirectional` key of its own)."""
 MAX_ID_CHARS = 256
 """The longest call id, stream id or account id a `start` may carry (Plivo's are UUIDs and
 `MA...` ids; the functions' `Identifier` takes up to 256): a longer one is an invalid start,
@@ -121,7 +126,8 @@ class StartEvent:
     raw: dict[str, Any] = field(repr=False, compare=False)
     event: str = "start"
     bidirectional: bool = True
-    """False only when the start says so (then the bridge speaks through Plivo's REST API)."""
+    """False when the start says so, or echoes the answer's one-way marker
+    (`STREAM_MODE_HEADER`): then the bridge speaks through Plivo's REST API."""
 
     @property
     def supported(self) -> bool:
@@ -280,17 +286,19 @@ def _parse_start(raw: dict[str, Any], seq: int | None, top_sid: str | None) -> S
     fmt = _obj(start, "mediaFormat")
     rate = _opt_int(fmt.get("sampleRate")) or 8000
     tracks = start.get("tracks")
+    extra_headers = parse_extra_headers(raw.get("extra_headers"))
+    said = start.get("bidirectional", raw.get("bidirectional", True))
     return StartEvent(
         call_id=call_id,
         stream_id=stream_id,
         account_id=account_id,
         tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
         media_format=MediaFormat(_opt_str(fmt.get("encoding")) or MULAW, rate),
-        extra_headers=parse_extra_headers(raw.get("extra_headers")),
+        extra_headers=extra_headers,
         sequence_number=seq,
         raw=raw,
-        bidirectional=start.get("bidirectional", raw.get("bidirectional", True))
-        not in (False, "false", "False"),
+        bidirectional=said not in (False, "false", "False")
+        and extra_headers.get(STREAM_MODE_HEADER, "").lower() != ONE_WAY,
     )
 
 

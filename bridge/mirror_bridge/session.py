@@ -234,6 +234,8 @@ class CallSession(OutboxMixin, TurnHoldMixin, InterventionMixin, GateMixin, Sile
 
     async def _close(self, reason: str) -> None:
         self.closed = True
+        if reason == "max_duration":  # the call-length guard: the call ends, not only the stream
+            await self._hang_up()
         if self._silence_task is not None:
             self._silence_task.cancel()
         self.checkpoints.fail_all("ended")
@@ -247,6 +249,27 @@ class CallSession(OutboxMixin, TurnHoldMixin, InterventionMixin, GateMixin, Sile
                 task.cancel()
         # what is queued for Plivo is in the relay's queue, which sends it while the socket lasts
         await self.call_end.finish(reason, self.summary())
+
+    async def _hang_up(self) -> None:
+        """Hang the call up through Plivo's REST API (Hangup Call). Closing the stream alone
+        would leave the caller in silence (`keepCallAlive`) until Plivo's `streamTimeout`.
+        Without REST credentials (`PLIVO_AUTH_ID`) the stream's close is all there is."""
+        if self.rest is None:
+            self.counts["hangup_unavailable"] += 1
+            logger.warning(
+                "MAX_CALL_S reached and no Plivo REST client: only the stream closes",
+                extra={"call_id": self.ctx.call_id},
+            )
+            return
+        try:
+            await asyncio.wait_for(self.rest.hangup(self.ctx.call_id), self.config.tts_timeout_s)
+        except Exception as e:
+            self.counts["hangup_failures"] += 1
+            logger.warning(
+                "Plivo REST hangup failed", extra={"call_id": self.ctx.call_id, "error": repr(e)}
+            )
+            return
+        self.counts["hangups"] += 1
 
     def summary(self) -> dict[str, int]:
         counts = {k: v for k, v in self.counts.items() if v}

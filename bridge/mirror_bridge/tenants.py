@@ -48,6 +48,10 @@ class TenantConfig(BaseModel):
     buffer_text: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     agent_headers: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
     """Extra HTTP headers on the agent WebSocket upgrade (e.g. a shared secret)."""
+    bidirectional: bool = True
+    """False: the answer asks Plivo for a one-way stream (the caller's audio only; the agent
+    speaks some other way), and Mirror's buffer line and correction go through Plivo's REST
+    Speak and Stop Speak (`PLIVO_AUTH_ID` must be set)."""
 
 
 def normalize_number(number: str) -> str:

@@ -258,6 +258,10 @@ class RestSpeaker(Protocol):
 
     async def stop(self, call_uuid: str) -> None: ...
 
+    async def hangup(self, call_uuid: str) -> None:
+        """End the call (Plivo's Hangup Call: DELETE /v1/Account/{auth_id}/Call/{uuid}/)."""
+        ...
+
 
 def estimated_speak_s(text: str) -> float:
     """How long a REST Speak plays (no completion event exists): the notes' floor heuristic."""
@@ -316,3 +320,16 @@ class PlivoRestSpeaker:
                     raise
 
         await self._run(stop_sync)
+
+    async def hangup(self, call_uuid: str) -> None:
+        """Hang the call up (`client.calls.delete`: DELETE .../Call/{call_uuid}/). A call that
+        is already gone is hung up."""
+
+        def hangup_sync() -> None:
+            try:
+                self._client_now().calls.delete(call_uuid)
+            except Exception as e:
+                if type(e).__name__ != "ResourceNotFoundError":
+                    raise
+
+        await self._run(hangup_sync)

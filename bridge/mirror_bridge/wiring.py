@@ -255,8 +255,8 @@ def local_transport(settings: Settings) -> FunctionTransport:
 
 
 def rest_speaker(environ: Mapping[str, str], auth_token: str) -> PlivoRestSpeaker | None:
-    """Plivo's REST Speak for unidirectional streams, when `PLIVO_AUTH_ID` is set (the answer
-    XML always asks for a bidirectional stream, so this is only a fallback)."""
+    """Plivo's REST API, when `PLIVO_AUTH_ID` is set: Speak and Stop Speak for one-way streams
+    (a tenant's `bidirectional: false`), and Hangup Call for the call-length guard."""
     auth_id = (environ.get("PLIVO_AUTH_ID") or "").strip()
     if not auth_id or not auth_token:
         return None

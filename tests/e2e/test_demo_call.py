@@ -88,7 +88,10 @@ def test_make_demo_plays_the_call_with_the_intervention_and_stores_the_state() -
     assert int(table.group(4)) >= 10
     assert re.search(r"^\s+META\s+end_reason=stop, bridge_interventions=1", out, re.M)
     assert re.search(r"^\s+VERDICT#t2\s+decision intervene", out, re.M)
-    assert re.search(r"^\s+OVERRIDE\s+note=", out, re.M)
+    # the override note was delivered (mirror.override), so its stored copy was consumed: a
+    # note delivered is a note consumed (issue 13, item 12)
+    assert "mirror.override" in out
+    assert not re.search(r"^\s+OVERRIDE\s+note=", out, re.M)
     assert re.search(r"^\s+MSG#0000000003\s+agent: 'Great, placing your order", out, re.M)
     assert f"reason stop, call {table.group(3)}" in out  # CallEnded, read back from SQS
     # after the call: its report from the stored state, then FixPr on moto to the approval

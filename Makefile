@@ -67,6 +67,13 @@ bench: venv
 bench-bridge: venv
 	$(SANDBOX) $(PY) benchmarks/bridge.py --json
 
+# The long hostile-input, fault-injection and bridge-fuzz campaign (scripts/campaign.py --help):
+# the `campaign` hypothesis profile and many more fuzzed calls than `make test`'s bounded run;
+# one JSON summary line (cases, crashes, 5xx, lost events per target); non-zero if a case broke.
+.PHONY: campaign
+campaign: venv
+	$(SANDBOX) $(PY) scripts/campaign.py
+
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache .mypy_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -33,15 +33,18 @@ from tests.support.handlers import (
     PII_TEXT,
     PII_VALUES,
     assert_invalid_event,
+    changed,
     ctx_of,
     emf_documents,
     emf_metric,
     error_fields,
     handler_loader,
     heavy_modules_on_import,
+    invoke_handler,
     load_event,
     set_handler_env,
     table_items,
+    without,
 )
 
 pytestmark = pytest.mark.integration
@@ -78,9 +81,7 @@ def store(call_state_table: str, dynamodb_client: Any) -> DynamoDBStateStore:
 
 
 def invoke(app: ModuleType, event: Any, context: FakeContext | None = None) -> dict[str, Any]:
-    response = app.lambda_handler(event, context or FakeContext())
-    json.dumps(response)  # a Lambda response must be JSON-serializable
-    return response
+    return invoke_handler(app, event, context or FakeContext())
 
 
 def counted(docs: list[dict[str, Any]], name: str, dimension: str) -> list[str]:
@@ -277,18 +278,11 @@ GOOD_EVENT: dict[str, Any] = {
 
 
 def _without(key: str) -> dict[str, Any]:
-    event = copy.deepcopy(GOOD_EVENT)
-    del event[key]
-    return event
+    return without(GOOD_EVENT, key)
 
 
 def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    event = copy.deepcopy(GOOD_EVENT)
-    target: Any = event
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return event
+    return changed(GOOD_EVENT, path, value)
 
 
 BAD_EVENTS: dict[str, tuple[Any, str]] = {

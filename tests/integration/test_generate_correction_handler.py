@@ -32,14 +32,17 @@ from tests.fakes.llm import GOOD_LINE, GOOD_NOTE, FakeLLM, correction_llm
 from tests.support.handlers import (
     NAMESPACE,
     assert_invalid_event,
+    changed,
     ctx_of,
     emf_documents,
     error_fields,
     handler_loader,
     heavy_modules_on_import,
+    invoke_handler,
     load_event,
     set_handler_env,
     table_items,
+    without,
 )
 
 pytestmark = pytest.mark.integration
@@ -105,9 +108,7 @@ def built_llm(app: ModuleType, config: MirrorConfig | None = None) -> Any:
 
 
 def invoke(app: ModuleType, event: Any, ctx: FakeContext | None = None) -> dict[str, Any]:
-    response = app.lambda_handler(event, ctx or context())
-    json.dumps(response)  # a Lambda response must be JSON-serializable
-    return response
+    return invoke_handler(app, event, ctx or context())
 
 
 def emf_counts(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -187,21 +188,11 @@ GOOD_EVENT = load_event("generate_correction.json")
 
 
 def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    event = copy.deepcopy(GOOD_EVENT)
-    target: Any = event
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return event
+    return changed(GOOD_EVENT, path, value)
 
 
 def _without(*path: Any) -> dict[str, Any]:
-    event = copy.deepcopy(GOOD_EVENT)
-    target: Any = event
-    for step in path[:-1]:
-        target = target[step]
-    del target[path[-1]]
-    return event
+    return without(GOOD_EVENT, *path)
 
 
 BAD_EVENTS: dict[str, tuple[Any, str]] = {

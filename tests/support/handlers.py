@@ -7,6 +7,7 @@ clean import that loads no heavy client)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -176,6 +177,34 @@ def emf_metric(docs: list[dict[str, Any]], name: str) -> list[tuple[dict[str, An
 
 def error_fields(response: dict[str, Any]) -> set[str]:
     return {f["field"] for f in response["error"]["fields"]}
+
+
+def invoke_handler(app: ModuleType, event: Any, context: Any) -> dict[str, Any]:
+    """The handler's answer to `event`, checked to be JSON-serializable (a Lambda response must
+    be)."""
+    response = app.lambda_handler(event, context)
+    json.dumps(response)
+    return response
+
+
+def changed(event: Mapping[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    """A copy of `event` with the field at `path` (keys and list indexes) set to `value`."""
+    out = copy.deepcopy(dict(event))
+    target: Any = out
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return out
+
+
+def without(event: Mapping[str, Any], *path: Any) -> dict[str, Any]:
+    """A copy of `event` without the field at `path`."""
+    out = copy.deepcopy(dict(event))
+    target: Any = out
+    for step in path[:-1]:
+        target = target[step]
+    del target[path[-1]]
+    return out
 
 
 def assert_invalid_event(

@@ -18,6 +18,7 @@ from mirror.state import DynamoDBStateStore
 from mirror_bridge.transport import FunctionError, LambdaTransport, loop_inbox
 from mirror_dev.in_process import InProcessTransport
 from tests.conftest import run
+from tests.support.handlers import set_handler_env
 
 pytestmark = pytest.mark.integration
 
@@ -159,12 +160,7 @@ def test_in_process_handlers_are_serialized_per_container_and_time_out() -> None
 
 @pytest.fixture
 def handler_env(call_state_table: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CALL_TABLE", call_state_table)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "MirrorBridgeTest")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "mirror-bridge-transport-test")
-    monkeypatch.delenv("MIRROR_CONFIG", raising=False)
-    return call_state_table
+    return set_handler_env(monkeypatch, call_state_table, "mirror-bridge-transport-test")
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")

@@ -164,3 +164,44 @@ def test_the_process_document_has_active_calls_and_relay_latency() -> None:
     worst = max(d[metrics.RELAY_LATENCY_MAX] for d in docs)
     assert worst >= 40  # the blocked loop is visible
     assert min(d[metrics.RELAY_LATENCY_P50] for d in docs) < 40  # and not every sample
+
+
+@pytest.mark.parametrize(
+    ("emitted", "pending", "retries", "expected"),
+    [
+        (True, False, 2, (2, 0, 0)),  # sent after two retries
+        (False, True, 3, (3, 1, 0)),  # left for the sweeper
+        (False, False, 3, (3, 0, 1)),  # neither: lost
+    ],
+)
+def test_a_calls_call_ended_outcome_is_counted_from_its_call_end(
+    emitted: bool, pending: bool, retries: int, expected: tuple[int, int, int]
+) -> None:
+    from mirror_bridge.call_end import CallEndResult
+
+    class Relay:  # what relay_finished reads of a CallRelay that has returned
+        end_reason = "stop"
+        stats = type("Stats", (), {"skipped": {"plivo_malformed": 1}})()
+
+        def __init__(self, session: Any) -> None:
+            self.session = session
+
+    async def main() -> list[str]:
+        async def finish() -> CallEndResult:
+            return CallEndResult({}, True, emitted, pending, retries)
+
+        task = asyncio.create_task(finish())
+        await task
+        call_end = type("CallEnd", (), {"_task": task})()
+        ctx = type("Ctx", (), {"call_id": "c1", "tenant_id": "acme"})()
+        session = type("S", (), {"ctx": ctx, "counts": {"turns": 3}, "call_end": call_end})()
+        seen: list[str] = []
+        BridgeMetrics(write=seen.append).relay_finished(Relay(session))
+        return seen
+
+    (doc,) = [json.loads(s) for s in asyncio.run(main())]
+    got = (doc[metrics.CALL_ENDED_RETRIES], doc[metrics.CALL_ENDED_PENDING],
+           doc[metrics.CALL_ENDED_LOST])  # fmt: skip
+    assert got == expected
+    assert (doc["call_id"], doc["tenant_id"], doc[metrics.TURNS]) == ("c1", "acme", 3)
+    assert doc[metrics.FRAMES_SKIPPED] == 1

@@ -9,7 +9,8 @@ handler of their own, so nothing uvicorn does to the root logger touches them.
 
 Each line carries `time`, `level`, `logger`, `message` and, when known, `call_id`, `stream_id`,
 `tenant_id` and `error` (exception type and message) with `traceback`. The call is found, in
-order: the record's own `extra={"call_id": ...}`; the call bound to the running context
+order: the record's own `extra={"call_id": ...}`; the argument of a `call %s` in the message
+(the bridge's convention: the answer route's lines); the call bound to the running context
 (`bind_call`, done by the session factory for everything the call's relay task runs); the
 running task's name (every task a call starts is named `{call_id}::{job}`, `tasks.spawn`).
 `stream_id` and `tenant_id` come from the call's binding. The message, error and traceback go
@@ -82,9 +83,32 @@ def _task_call_id() -> str | None:
     return call_id if sep and call_id else None
 
 
+_CALL_ARG = re.compile(r"\bcall %s")
+_PLACEHOLDER = re.compile(r"%[-#0 +\d.]*[sdifrxXeEgGcoa]")
+
+
+def _message_call_id(record: logging.LogRecord) -> str | None:
+    """The bridge's lines say `call %s` with the call id as that argument (the answer route's,
+    the relay's): that argument, when the line has it."""
+    msg, args = record.msg, record.args
+    if not isinstance(msg, str) or not isinstance(args, tuple) or not args:
+        return None
+    found = _CALL_ARG.search(msg)
+    if found is None:
+        return None
+    index = len(_PLACEHOLDER.findall(msg.replace("%%", "")[: found.start()]))
+    value = args[index] if index < len(args) else None
+    return value if isinstance(value, str) and value else None
+
+
 def call_fields(record: logging.LogRecord) -> dict[str, str]:
     """`call_id`, `stream_id` and `tenant_id` for a record, those known (module docstring)."""
-    call_id = getattr(record, "call_id", None) or _current_call.get() or _task_call_id()
+    call_id = (
+        getattr(record, "call_id", None)
+        or _message_call_id(record)
+        or _current_call.get()
+        or _task_call_id()
+    )
     if not call_id:
         return {}
     out = {"call_id": str(call_id)}

@@ -205,3 +205,15 @@ def test_a_calls_call_ended_outcome_is_counted_from_its_call_end(
     assert got == expected
     assert (doc["call_id"], doc["tenant_id"], doc[metrics.TURNS]) == ("c1", "acme", 3)
     assert doc[metrics.FRAMES_SKIPPED] == 1
+
+
+def test_a_line_saying_call_names_that_call() -> None:
+    """The answer route's line runs in no call's task: its `call %s` argument names it."""
+    rec = record("answer: call %s number %s tenant %s", "call-a", "14155550123", "acme")
+    doc = contextvars.Context().run(line, rec)
+    assert doc["call_id"] == "call-a"
+    assert doc["message"] == "answer: call call-a number [phone] tenant acme"
+    # a 100%% literal before it does not shift the argument; no `call %s`, no call
+    rec = record("100%% of call %s", "call-b")
+    assert contextvars.Context().run(line, rec)["call_id"] == "call-b"
+    assert "call_id" not in contextvars.Context().run(line, record("calls: %s", "x"))

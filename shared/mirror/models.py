@@ -6,12 +6,14 @@ pydantic v2 at the edges; the judge works on these objects directly but never mu
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +31,14 @@ MAX_TOOL_OUTPUT_CHARS = 200_000
 MAX_HISTORY_MESSAGES = 500
 MAX_TOOL_CALLS = 16
 MAX_POLICIES = 200
+MAX_ARGS_DEPTH = 32
+"""How deep a tool call's `args` may nest (the args object itself is level 1). The stores'
+reader (pydantic's JSON parser) stops at 200 levels, and a stored message wraps the args in
+four more (message, tool_calls list, call, args): bounding the input far below that is what
+keeps every stored message readable. Real tool arguments nest a handful of levels."""
+MAX_ARGS_BYTES = 64_000
+"""A tool call's `args` as compact JSON (UTF-8), at most: room for a large order (48 KB) while a
+stored message stays far below DynamoDB's 400 KB item."""
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
@@ -56,6 +66,48 @@ ReasonCode = Literal[
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Tool arguments must be JSON values (str keys; str, finite numbers, bool, null, lists and
+    objects), at most `MAX_ARGS_DEPTH` levels deep and `MAX_ARGS_BYTES` as compact JSON.
+
+    One iterative walk (no recursion, whatever the input's depth) that stops at the first
+    violation; the size is counted as it goes (strings as UTF-8 plus quotes, numbers as their
+    text, one byte per separator), so a hostile value is refused before it is serialised."""
+    size = 0
+    stack: list[tuple[Any, int]] = [(args, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            size += len(value.encode()) + 2
+        elif isinstance(value, bool) or value is None:
+            size += 5
+        elif isinstance(value, int | float):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("tool call args must be JSON: numbers must be finite")
+            size += len(repr(value))
+        elif isinstance(value, dict | list):
+            if depth > MAX_ARGS_DEPTH:
+                raise ValueError(f"tool call args nest deeper than {MAX_ARGS_DEPTH} levels")
+            size += 2 + len(value)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise ValueError("tool call args must be JSON: object keys are strings")
+                    size += len(key.encode()) + 3
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+        else:
+            raise ValueError(f"tool call args must be JSON, not {type(value).__name__}")
+        if size > MAX_ARGS_BYTES:
+            raise ValueError(f"tool call args are over {MAX_ARGS_BYTES} bytes as JSON")
+    return args
+
+
+ToolArgs = Annotated[dict[str, Any], AfterValidator(_check_args)]
+"""A tool call's arguments: JSON values bounded in depth and size (`_check_args`)."""
+
+
 class ToolCall(BaseModel):
     """A tool call the agent made or plans to make."""
 
@@ -63,7 +115,7 @@ class ToolCall(BaseModel):
 
     id: Identifier
     name: Identifier
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: ToolArgs = Field(default_factory=dict)
     irreversible: bool | None = None
     """`true` gates this call although the config's irreversible tool list does not name it;
     `false` or None leave it to the list: the supervised agent may add gating, never remove
@@ -286,6 +338,22 @@ class Verdict(BaseModel):
     """What the agent can say while a correction is prepared (set on intervene)."""
     cooldown_suppressed: bool = False
     """A speech intervention was due but the call's cooldown was active."""
+    omitted_reasons: dict[str, int] = Field(
+        default_factory=dict,
+        description="Reasons left out of `reasons`, per check (each check lists at most 5 per "
+        "tool call, the strongest first).",
+    )
+    """Reasons left out of `reasons`, per check: each check lists at most
+    `mirror.judge.MAX_REASONS_PER_CHECK` per tool call (its strongest), so a large turn (an
+    order of a thousand ungrounded values) still gets a verdict small enough to store."""
+    recorded: bool = Field(
+        default=True,
+        description="False when the turn and this verdict could not be stored (too large for "
+        "the state store): the decision stands, but the call's history lacks the turn.",
+    )
+    """False when the turn and this verdict could not be stored (too large for the state
+    store even after capping and truncation): the decision stands, but a retry of the turn
+    judges it again and the call's history lacks it."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Verdict:

@@ -3,7 +3,9 @@
 The system message is fixed: instructions and the JSON answer schema, nothing from the call or
 the operator. Everything else goes in the user message, and everything the caller, the agent or
 a tool wrote is a `<data>` block there, whether the operator's `judging_prompt` or the compiled
-default is used; a `<data` or `</data` inside the data is defused so it cannot close its block.
+default is used; a `<data` or `</data` inside the data is defused so it cannot close its block,
+in every spelling a reader might take for one (`< /data>`, zero-width characters inside the tag,
+full-width `＜/data＞`): see `defuse_delimiters`.
 
 Slots are replaced by name, never with `str.format`: operator text and caller text may contain
 braces, and a brace must never crash prompt building or inject a slot.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import get_args
 
@@ -32,7 +35,11 @@ from mirror.policy import compile_policies
 SLOTS = ("customer_text", "primary_response", "tool_calls_json", "history_summary")
 _SLOT = re.compile(r"\{(" + "|".join(SLOTS) + r")\}")
 _DEFAULT_SLOT = re.compile(r"\{(" + "|".join((*SLOTS, "policies")) + r")\}")
-_DELIMITER = re.compile(r"<(/?\s*data\b)", re.IGNORECASE)
+_OPENERS = frozenset("<\ufe64\uff1c")
+"""Every character NFKC folds to `<` (`<`, small `﹤`, full-width `＜`; a test checks the list
+against unicodedata): what may open a tag."""
+_TAG_WINDOW = 48
+"""Characters after an opener that may still spell `/data` (padding and zero-width included)."""
 HISTORY_SUMMARY_MESSAGES = 12
 TOOL_OUTPUT_PREVIEW_CHARS = 300
 EVIDENCE_CHARS = 500
@@ -119,9 +126,49 @@ def history_summary(turn: Turn, limit: int = HISTORY_SUMMARY_MESSAGES) -> str:
     return "\n".join(lines)
 
 
+def _spells_data_tag(tail: str) -> bool:
+    """Whether the text after an opener reads as `data` or `/data` (then a non-word character
+    or the end) once normalised as a reader might: NFKC (full-width and other compatibility
+    forms), lower case, whitespace and invisible format characters (zero-width space and
+    joiners, BOM, soft hyphen: Unicode category Cf) skipped inside the tag."""
+    folded = [
+        ch for ch in unicodedata.normalize("NFKC", tail).lower() if unicodedata.category(ch) != "Cf"
+    ]
+    want = "data"
+    matched = 0
+    slash_allowed = True
+    for ch in folded:
+        if matched == len(want):
+            return not (ch.isalnum() or ch == "_")  # `<database` is no tag, `<data x` is
+        if ch.isspace():
+            continue
+        if ch == "/" and slash_allowed:
+            slash_allowed = False
+            continue
+        if ch != want[matched]:
+            return False
+        matched += 1
+        slash_allowed = False
+    return matched == len(want)
+
+
+def defuse_delimiters(value: str) -> str:
+    """`value` with the opener of every `<data`/`</data` look-alike written as `&lt;`; all other
+    text untouched (the normalisation only decides, it never rewrites what passes)."""
+    if "<" not in value and "\ufe64" not in value and "\uff1c" not in value:
+        return value  # the common case: no opener at all (a C-speed scan per opener)
+    out: list[str] = []
+    for i, ch in enumerate(value):
+        if ch in _OPENERS and _spells_data_tag(value[i + 1 : i + 1 + _TAG_WINDOW]):
+            out.append("&lt;")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def data_block(name: str, value: str) -> str:
     """`value` as a delimited data block; a delimiter inside it is defused (`&lt;/data`)."""
-    return f'<data name="{name}">\n{_DELIMITER.sub(r"&lt;\1", value)}\n</data>'
+    return f'<data name="{name}">\n{defuse_delimiters(value)}\n</data>'
 
 
 def fill_slots(template: str, values: dict[str, str], slot: re.Pattern[str] = _SLOT) -> str:

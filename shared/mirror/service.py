@@ -5,7 +5,8 @@ Order matters for correctness under retries and races:
 2. the judge runs on the event's history, or the stored one when the event brings none;
 3. a speech intervention must win the call's cooldown with a conditional write, so two
    concurrent scorers never both intervene (the loser reports `cooldown_suppressed`);
-4. the turn's messages and its verdict are written in one transaction.
+4. the turn's messages and its verdict are written in one transaction; a turn too large to
+   store still gets its verdict, with `recorded: false`.
 """
 
 from __future__ import annotations
@@ -144,15 +145,22 @@ class ScoreTurnService:
                     update={"decision": "allow", "cooldown_suppressed": True, "buffer_text": None}
                 )
 
-        recorded = self.store.record_turn(
-            ctx,
-            turn_id,
-            added if record_history else [],
-            verdict,
-            now,
-            config.state_ttl_s,
-            config.history_limit,
-        )
+        try:
+            recorded = self.store.record_turn(
+                ctx,
+                turn_id,
+                added if record_history else [],
+                verdict,
+                now,
+                config.state_ttl_s,
+                config.history_limit,
+            )
+        except ValueError:
+            # Too large to store (the store's size refusal; nothing was written). The judge
+            # decided: the verdict stands, marked unrecorded, rather than the turn going
+            # unsupervised. Reasons are capped and tool output truncated before this point,
+            # so only a turn of many maximal tool calls gets here.
+            return ScoredTurn(verdict.model_copy(update={"recorded": False}), turn_id, False)
         if not recorded:  # a concurrent delivery of the same turn won the write
             winner = self.store.get_verdict(ctx, turn_id, now)
             return ScoredTurn(winner or verdict, turn_id, replayed=True)

@@ -706,15 +706,17 @@ def test_an_oversized_body_is_413_before_and_while_reading(
     assert small.status_code == 200
 
 
-def test_a_turn_too_large_to_store_is_422_not_500(api: ModuleType) -> None:
+def test_a_turn_with_a_tool_output_over_an_item_is_scored_and_stored_cut(api: ModuleType) -> None:
+    """Issue 13 item 5: the output is stored cut to MAX_STORED_TOOL_OUTPUT_BYTES, so the turn
+    is recorded and gets its verdict (it used to be a 422, the turn unsupervised)."""
     huge_output = "€" * 150_000  # 450 KB as UTF-8: over one DynamoDB item
     body = _score(
         history=[],
         tool_results=[{"role": "tool", "name": "get_order_details", "text": huge_output}],
     )
     response = asgi(api, "POST", SCORE, json_body=body)
-    assert response.status_code == 422
-    assert "cannot be recorded" in error_of(response.json(), "invalid_event")["message"]
+    assert response.status_code == 200, response.json()
+    assert response.json()["recorded"] is True
 
 
 @pytest.mark.parametrize(

@@ -139,14 +139,11 @@ def test_moderately_nested_args_leave_the_call_usable(
     assert answers["gate_tool"]["decisions"][0]["decision"] == "allow", answers["gate_tool"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 1: tool-call args nested ~200 deep are stored but cannot be read back",
-)
 def test_deeply_nested_args_do_not_poison_the_call(
     load_module: Callable[..., ModuleType], api_env: str
 ) -> None:
-    """Issue 13 item 1: one 1 KB event stored, then ScoreTurn and GateTool fail for the call."""
+    """Issue 13 item 1: one 1 KB event used to be stored, then ScoreTurn and GateTool failed
+    for the call; now the event is refused (`invalid_event`) and the call stays usable."""
     answers = _poison_then_use(load_module, api_env, 200)
     assert all("error" not in a for a in answers.values()), answers
     assert answers["gate_tool"]["decisions"][0]["decision"] == "allow", answers["gate_tool"]

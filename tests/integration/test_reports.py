@@ -43,6 +43,7 @@ from tests.conftest import REPO_ROOT, TEMPLATE_PATH, TEST_REGION, boto_session
 from tests.fakes.lambda_context import FakeContext
 from tests.fakes.openai_http import chat_completion
 from tests.support.handlers import CurrentStdout, reset_logger
+from tests.support.poison import poison
 
 pytestmark = [
     pytest.mark.integration,
@@ -405,6 +406,37 @@ def test_bad_events_are_structured_errors_and_write_nothing(
         result = _run(module, event)
         assert result["error"]["type"] == "invalid_event", result
     assert _items(aws["ddb"]) == []
+
+
+@pytest.mark.parametrize("ended_at", [1e300, float("inf"), 1e20])
+def test_an_absurd_ended_at_is_an_invalid_event_not_a_crash(
+    aws: dict[str, Any], load_handler: Callable[..., ModuleType], ended_at: float
+) -> None:
+    """Issue 13 item 11: the window of 1e300 overflowed datetime (inf: int(nan)) and the
+    event went to the DLQ on every delivery."""
+    _record(aws["store"], "CA-1")
+    event = _event("CA-1")
+    event["detail"]["ended_at"] = ended_at
+    result = _run(load_handler(), event)
+    assert result["error"]["type"] == "invalid_event", result
+    assert "ended_at" in json.dumps(result)
+    assert _items(aws["ddb"]) == []
+
+
+def test_a_call_whose_state_holds_an_undecodable_item_gets_its_report(
+    aws: dict[str, Any], load_handler: Callable[..., ModuleType]
+) -> None:
+    """Issue 13 item 1: the undecodable message and verdict are skipped (and logged with the
+    call id), the rest of the call is reported."""
+    ctx = _record(aws["store"], "CA-1", agent_id="tony-v2")
+    poison(aws["ddb"], aws["call_table"], ctx, seq=50, expires_at=ENDED_AT + TTL_S)
+    result = _run(load_handler(), _event("CA-1"))
+
+    assert result["status"] == "written", result
+    report = aws["reports"].get_report(TENANT, "CA-1")
+    assert isinstance(report, CallReport)
+    assert report.decisions == {"allow": 1, "block": 1, "intervene": 1}
+    assert report.transcript is not None and len(report.transcript) == 4
 
 
 def test_an_unknown_call_gets_no_report(

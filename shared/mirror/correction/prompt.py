@@ -1,7 +1,8 @@
 """The correction LLM's prompt: instructions in the system message, the call's facts as data.
 
 Caller and agent text reach the LLM only as JSON between markers in the user message; `<` and
-`>` are escaped so no text from the call can close the data block early.
+`>`, and every character NFKC folds to them (full-width `＜＞`, small `﹤﹥`), are escaped so no
+text from the call can close the data block early, in any spelling.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ PROMPT_TOOL_CHARS = 300
 
 DATA_START = "<<<DATA"
 DATA_END = "DATA>>>"
+
+_ESCAPED = {ord(c): f"\\u{ord(c):04x}" for c in "<>\ufe64\ufe65\uff1c\uff1e"}
+"""JSON escapes for `<`, `>` and every character NFKC folds to them (a test checks the list
+against unicodedata): the JSON still decodes to the same text."""
 
 SYSTEM_PROMPT = f"""\
 You help a phone voice agent recover from a mistake it just made while talking to a caller. An \
@@ -80,7 +85,7 @@ def user_message(event: CorrectionEvent, history: list[Message], primary: Reason
             for c in event.tool_calls
         ],
     }
-    body = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    body = json.dumps(data, ensure_ascii=False).translate(_ESCAPED)
     return (
         "Write the correction and the override note for this mistake.\n"
         f"{DATA_START}\n{body}\n{DATA_END}"

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from mirror.judge.base import Finding
-from mirror.judge.judge import Judge, JudgeCache, RemoteTier
+from mirror.judge.judge import MAX_REASONS_PER_CHECK, Judge, JudgeCache, RemoteTier
 
-__all__ = ["Finding", "Judge", "JudgeCache", "RemoteTier"]
+__all__ = ["MAX_REASONS_PER_CHECK", "Finding", "Judge", "JudgeCache", "RemoteTier"]

@@ -16,6 +16,11 @@ from mirror.judge.tier0 import run_tier0
 from mirror.models import Decision, MirrorConfig, Reason, Tier, Turn, Verdict
 from mirror.policy import compile_policies
 
+MAX_REASONS_PER_CHECK = 5
+"""Reasons a verdict lists per check and tool call (the strongest first); the rest are counted
+in `Verdict.omitted_reasons`. Grounding finds one reason per ungrounded value, so without a cap
+a large order (48 KB of ids) made a verdict of ~600 KB that the state store cannot hold."""
+
 
 class RemoteTier(Protocol):
     """A classifier or LLM tier. Returns its findings, or None when it is not confident."""
@@ -142,6 +147,7 @@ class Judge:
             decision = "intervene"
         else:
             decision = "allow"
+        listed, omitted = _capped(sorted(findings, key=lambda f: -f.score))
         return Verdict(
             decision=decision,
             score=max((f.score for f in findings), default=0.0),
@@ -154,8 +160,9 @@ class Judge:
                     evidence=f.evidence,
                     tool_call_id=f.tool_call_id,
                 )
-                for f in sorted(findings, key=lambda f: -f.score)
+                for f in listed
             ],
+            omitted_reasons=omitted,
             decided_by=decided_by,
             latency_us=latency_us,
             tiers_run=tiers_run,
@@ -191,6 +198,25 @@ class JudgeCache:
                 self._judges.clear()
             judge = self._judges[key] = Judge(config, self._tiers_for(config))
         return judge
+
+
+def _capped(findings: list[Finding]) -> tuple[list[Finding], dict[str, int]]:
+    """At most `MAX_REASONS_PER_CHECK` findings per (check, tool call), in the given order (the
+    strongest first, so each call keeps the reason that decided it), and how many each check
+    left out. Blocked and held ids are computed from every finding, before the cap."""
+    if len(findings) <= MAX_REASONS_PER_CHECK:
+        return findings, {}
+    seen: dict[tuple[str, str | None], int] = {}
+    listed: list[Finding] = []
+    omitted: dict[str, int] = {}
+    for f in findings:
+        key = (f.check, f.tool_call_id)
+        n = seen[key] = seen.get(key, 0) + 1
+        if n <= MAX_REASONS_PER_CHECK:
+            listed.append(f)
+        else:
+            omitted[f.check] = omitted.get(f.check, 0) + 1
+    return listed, omitted
 
 
 def _unique(ids: Iterable[str | None]) -> list[str]:

@@ -11,6 +11,8 @@ import hashlib
 import re
 from datetime import UTC, datetime
 
+from mirror.events import MAX_ENDED_AT
+
 DAY_S = 86_400
 MAX_EXECUTION_NAME = 80
 """Step Functions execution names: 1..80 characters."""
@@ -25,6 +27,8 @@ def window_of(ended_at: float, window_days: int) -> str:
     Windows are aligned to the Unix epoch, so every function computes the same boundaries."""
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1: {window_days}")
+    if not 0 <= ended_at <= MAX_ENDED_AT:  # NaN fails too
+        raise ValueError(f"ended_at must be epoch seconds in 0..{MAX_ENDED_AT:.0f}")
     span = window_days * DAY_S
     start = int(ended_at // span) * span
     return datetime.fromtimestamp(start, tz=UTC).strftime("%Y%m%d")

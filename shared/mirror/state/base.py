@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import TypeAdapter
 
-from mirror.models import CallContext, Message, Verdict
+from mirror.models import CallContext, Message, ToolMessage, Verdict
 
 PK = "pk"
 SK = "sk"
@@ -50,6 +51,10 @@ MAX_DATA_BYTES = 390_000
 """A DynamoDB item is at most 400 KB including attribute names and keys; leave room for them."""
 MAX_TRANSACTION_DATA_BYTES = 4_000_000
 """A transaction's items total at most 4 MB."""
+MAX_STORED_TOOL_OUTPUT_BYTES = 100_000
+"""A tool output is stored cut to this many UTF-8 bytes (the models accept 200,000 characters,
+up to 800 KB): what grounds a later turn is near the start, and 16 outputs of a turn still fit
+one transaction."""
 MAX_TURN_ID_CHARS = 256
 MAX_FINGERPRINT_CHARS = 128
 MAX_TOOL_FIELD_CHARS = 256
@@ -63,6 +68,9 @@ RESERVED_META_FIELDS = INTERNAL_META_FIELDS | {"started_at", "last_turn_at"}
 MetaValue = str | int | float | bool | None
 
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+QUARANTINE_LOGGER = "mirror.state"
+_log = logging.getLogger(QUARANTINE_LOGGER)
 
 
 class StateStoreError(Exception):
@@ -388,7 +396,7 @@ def encode_turn(
         raise ValueError(
             f"a turn records at most {MAX_MESSAGES_PER_TURN} messages atomically, got {len(kept)}"
         )
-    encoded = [MESSAGE_ADAPTER.dump_json(m).decode() for m in kept]
+    encoded = [MESSAGE_ADAPTER.dump_json(_storable(m)).decode() for m in kept]
     verdict_json = verdict.model_dump_json()
     total = check_data(verdict_json, "the verdict")
     for i, text in enumerate(encoded):
@@ -398,16 +406,85 @@ def encode_turn(
     return encoded, verdict_json
 
 
+def _storable(message: Message) -> Message:
+    """A tool output cut to `MAX_STORED_TOOL_OUTPUT_BYTES` (at a character boundary, marked
+    with "…"); every other message as it is."""
+    if (
+        not isinstance(message, ToolMessage)
+        or len(message.text) * 4 <= MAX_STORED_TOOL_OUTPUT_BYTES
+    ):
+        return message
+    raw = message.text.encode()
+    if len(raw) <= MAX_STORED_TOOL_OUTPUT_BYTES:
+        return message
+    cut = raw[: MAX_STORED_TOOL_OUTPUT_BYTES - len("…".encode())].decode(errors="ignore")
+    return message.model_copy(update={"text": cut + "…"})
+
+
 def decode_message(data: str) -> Message:
     return MESSAGE_ADAPTER.validate_json(data)
 
 
-def recorded_verdicts(rows: list[tuple[int, float, str, str]]) -> list[RecordedVerdict]:
-    """(seq, recorded_at, turn_id, data) rows, as both stores read them, in recording order."""
-    return [
-        RecordedVerdict(turn_id=turn_id, seq=seq, recorded_at=at, verdict=decode_verdict(d))
-        for seq, at, turn_id, d in sorted(rows)
-    ]
+class Quarantine:
+    """What a store's readers do with a stored item they cannot decode (written by an older
+    version, by hand, or by input that got past the models): skip it, count it (`quarantined`)
+    and log it with the call's ids, its sort key and the error's kind, never its content. One
+    bad item must not make the whole call unreadable: ScoreTurn, GateTool, the Api and the
+    post-call report all read through here."""
+
+    quarantined: int = 0
+    """Items skipped since this store was built (all calls)."""
+
+    def _quarantine(self, ctx: CallContext, sk: str, error: Exception) -> None:
+        self.quarantined += 1
+        kind = type(error).__name__
+        errors = getattr(error, "errors", None)
+        if callable(errors):  # a pydantic error: its first error type, never the input
+            try:
+                kind = f"{kind}:{errors(include_input=False)[0]['type']}"
+            except Exception:  # noqa: BLE001 - the kind is best effort
+                pass
+        _log.warning(
+            "state store: skipped a stored item that cannot be decoded",
+            extra={
+                "call_id": ctx.call_id,
+                "tenant_id": ctx.tenant_id,
+                "sk": sk,
+                "error": kind,
+                "quarantined": self.quarantined,
+            },
+        )
+
+    def _messages(self, ctx: CallContext, rows: Sequence[tuple[str, Any]]) -> list[Message]:
+        """(sk, data) rows as messages, without the ones that cannot be decoded."""
+        out: list[Message] = []
+        for sk, data in rows:
+            try:
+                out.append(decode_message(data))
+            except Exception as e:  # noqa: BLE001 - any undecodable item is skipped
+                self._quarantine(ctx, sk, e)
+        return out
+
+    def _verdict(self, ctx: CallContext, sk: str, data: Any) -> Verdict | None:
+        try:
+            return decode_verdict(data)
+        except Exception as e:  # noqa: BLE001
+            self._quarantine(ctx, sk, e)
+            return None
+
+    def _verdicts(
+        self, ctx: CallContext, rows: list[tuple[int, float, str, Any]]
+    ) -> list[RecordedVerdict]:
+        """(seq, recorded_at, turn_id, data) rows, as both stores read them, in recording
+        order, without the ones that cannot be decoded."""
+        out: list[RecordedVerdict] = []
+        for seq, at, turn_id, data in sorted(rows, key=lambda r: (r[0], r[1], r[2])):
+            verdict = self._verdict(ctx, VERDICT_PREFIX + turn_id, data)
+            if verdict is not None:
+                out.append(
+                    RecordedVerdict(turn_id=turn_id, seq=seq, recorded_at=at, verdict=verdict)
+                )
+        return out
 
 
 def decode_verdict(data: str) -> Verdict:

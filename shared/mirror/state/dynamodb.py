@@ -25,6 +25,7 @@ from mirror.state.base import (
     TTL_ATTRIBUTE,
     VERDICT_PREFIX,
     MetaValue,
+    Quarantine,
     RecordedToolCall,
     RecordedVerdict,
     StateStoreConflictError,
@@ -37,12 +38,9 @@ from mirror.state.base import (
     check_limit,
     check_meta_fields,
     check_tool_field,
-    decode_message,
-    decode_verdict,
     encode_turn,
     expiry,
     number_from_str,
-    recorded_verdicts,
     seq_of,
     to_attr,
     tool_sk,
@@ -63,7 +61,7 @@ from mirror.state.dynamodb_turns import cancellation_outcome, turn_transaction
 __all__ = ["DynamoDBStateStore", "Item"]
 
 
-class DynamoDBStateStore(DynamoDBCallTable):
+class DynamoDBStateStore(DynamoDBCallTable, Quarantine):
     """A `StateStore` over one DynamoDB table (schema: `CallStateTable` in template.yaml).
 
     Constructor (see `DynamoDBCallTable`): `table_name`, and keyword-only `client`,
@@ -207,28 +205,30 @@ class DynamoDBStateStore(DynamoDBCallTable):
         pk = call_key(ctx)
         if check_limit(limit) == 0:
             return []
-        newest_first: list[str] = []
+        newest_first: list[tuple[str, Any]] = []
         start: dict[str, Any] | None = None
         while len(newest_first) < limit:
             # Expired items count against Limit, so page on until enough live ones are found.
             items, start = self._query_page(
                 op, pk, MSG_PREFIX, True, limit - len(newest_first), start
             )
-            newest_first += [item["data"]["S"] for item in items if live(item, now)]
+            newest_first += [
+                (item[SK]["S"], item.get("data", {}).get("S")) for item in items if live(item, now)
+            ]
             if start is None:
                 break
-        return [decode_message(data) for data in reversed(newest_first[:limit])]
+        return self._messages(ctx, list(reversed(newest_first[:limit])))
 
     def get_verdict(self, ctx: CallContext, turn_id: str, now: float) -> Verdict | None:
         item = self._get("get_verdict", call_key(ctx), verdict_sk(turn_id))
         if item is None or not live(item, now):
             return None
-        return decode_verdict(item["data"]["S"])
+        return self._verdict(ctx, verdict_sk(turn_id), item.get("data", {}).get("S"))
 
     def list_verdicts(self, ctx: CallContext, now: float) -> list[RecordedVerdict]:
         op = "list_verdicts"
         pk = call_key(ctx)
-        rows: list[tuple[int, float, str, str]] = []
+        rows: list[tuple[int, float, str, Any]] = []
         start: dict[str, Any] | None = None
         while True:
             items, start = self._query_page(op, pk, VERDICT_PREFIX, False, None, start)
@@ -237,14 +237,14 @@ class DynamoDBStateStore(DynamoDBCallTable):
                     int(item["seq"]["N"]),
                     float(number_from_str(item["recorded_at"]["N"])),
                     item[SK]["S"].removeprefix(VERDICT_PREFIX),
-                    item["data"]["S"],
+                    item.get("data", {}).get("S"),
                 )
                 for item in items
                 if live(item, now)
             ]
             if start is None:
                 break
-        return recorded_verdicts(rows)
+        return self._verdicts(ctx, rows)
 
     # --- cooldown -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from mirror.state.base import (
     TTL_ATTRIBUTE,
     VERDICT_PREFIX,
     MetaValue,
+    Quarantine,
     RecordedToolCall,
     RecordedVerdict,
     call_key,
@@ -28,14 +29,11 @@ from mirror.state.base import (
     check_limit,
     check_meta_fields,
     check_tool_field,
-    decode_message,
-    decode_verdict,
     encode_turn,
     expiry,
     is_live,
     meta_view,
     msg_sk,
-    recorded_verdicts,
     seq_advance,
     seq_of,
     tool_sk,
@@ -45,7 +43,7 @@ from mirror.state.base import (
 Item = dict[str, Any]
 
 
-class InMemoryStateStore:
+class InMemoryStateStore(Quarantine):
     """A `StateStore` guarded by one lock: every method is atomic with respect to the others."""
 
     def __init__(self) -> None:
@@ -139,7 +137,7 @@ class InMemoryStateStore:
                 for sk, item in items.items()
                 if sk.startswith(MSG_PREFIX) and is_live(item[TTL_ATTRIBUTE], now)
             )
-        return [decode_message(data) for _, data in live[-limit:]]
+        return self._messages(ctx, live[-limit:])
 
     def get_verdict(self, ctx: CallContext, turn_id: str, now: float) -> Verdict | None:
         pk = call_key(ctx)
@@ -147,7 +145,7 @@ class InMemoryStateStore:
         with self._lock:
             item = self._live(pk, vsk, now)
             data = None if item is None else item["data"]
-        return None if data is None else decode_verdict(data)
+        return None if data is None else self._verdict(ctx, vsk, data)
 
     def list_verdicts(self, ctx: CallContext, now: float) -> list[RecordedVerdict]:
         pk = call_key(ctx)
@@ -157,7 +155,7 @@ class InMemoryStateStore:
                 for sk, item in self._calls.get(pk, {}).items()
                 if sk.startswith(VERDICT_PREFIX) and is_live(item[TTL_ATTRIBUTE], now)
             ]
-        return recorded_verdicts(rows)
+        return self._verdicts(ctx, rows)
 
     # --- cooldown -------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ Two kinds of document, never one per frame:
   relay's `RelayStats`: `Calls`, `Turns`, `FailOpens`, interventions and their outcomes, gate
   requests and holds, hold-budget expiries, frames skipped, and the CallEnded outcome read from
   the session's `CallEnd` result (retries, left pending for the sweeper, lost: counted here
-  only, so `CallEnd`'s own metric sink is left unwired, which would count them twice); plus
+  only; `CallEnd` itself only logs them); plus
   one document per fail-open kind (`Kind` dimension) and per intervention outcome (`Outcome`);
 * one per process every `interval_s` (60 s) (`run`): `ActiveCalls` (Plivo streams open on this
   task) and the relay latency percentiles. The relay latency is measured by a probe, not per

@@ -33,6 +33,7 @@ TESTS = [
     "tests/integration/test_campaign_handlers.py",
     "tests/integration/test_campaign_api.py",
     "tests/integration/test_campaign_faults.py",
+    "tests/integration/test_campaign_fix_pr.py",
     "tests/e2e/test_bridge_fuzz.py",
 ]
 

@@ -119,6 +119,13 @@ def limit_message_size(protocol: SansIOProtocol, limit: int) -> None:
     protocol.max_message_size = limit if current is None else min(current, limit)
 
 
+def refuse_extensions(protocol: ServerProtocol) -> None:
+    """Negotiate no extension (permessage-deflate) on this server connection: websockets reads
+    `available_extensions` when it answers the handshake, so clearing it before then is as if
+    the server offered none."""
+    protocol.available_extensions = []
+
+
 # --- websockets' asyncio client connection -----------------------------------------------------
 
 CLIENT_HOOKS = ("data_received", "process_event", "connection_lost", "send_data")

@@ -48,6 +48,11 @@ class PlivoWebSocketProtocol(compat.UvicornSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         compat.limit_message_size(self.conn, PLIVO_MAX_MESSAGE_BYTES)
+        # No permessage-deflate on this socket (uvicorn offers it by default): the push path
+        # delivers uncompressed frames only, and a client that negotiated it had its messages
+        # dropped once the call started. Plivo does not ask for it; base64 audio gains little
+        # from it and would pay a zlib call per frame.
+        compat.refuse_extensions(self.conn)
 
     # --- what the relay uses -------------------------------------------------------------------
 

@@ -336,3 +336,32 @@ def test_a_frame_under_the_limit_is_relayed() -> None:
                     await asyncio.wait_for(ws.wait_closed(), 5)
 
     run(main())
+
+
+@pytest.mark.parametrize("ws", SERVERS)
+def test_a_client_offering_compression_is_relayed_uncompressed(ws: str) -> None:
+    """A client that offers permessage-deflate (websockets' default) gets no extension on
+    Plivo's socket, and its media reaches the agent (before, the push path negotiated it and
+    then dropped every compressed message)."""
+
+    async def main() -> None:
+        async with ScriptedAgent(idle) as agent:
+            app, server, url = _bridge(agent.url)
+            server = LiveServer(app, server.port, ws=ws)
+            with server:
+                async with connect(url, additional_headers=_signed(url)) as client:
+                    if ws == WS_PROTOCOL:
+                        assert client.response is not None
+                        assert "Sec-WebSocket-Extensions" not in client.response.headers
+                    start = {"event": "start", "extra_headers": f"mirrorNumber={NUMBER}",
+                             "start": {"callId": "c", "streamId": "s"}}  # fmt: skip
+                    await client.send(json.dumps(start))
+                    await agent.connected.wait()
+                    await client.send(json.dumps({"event": "media", "media": {"payload": "AAAA"}}))
+                    got = await agent.calls[0].wait_event("media", timeout=3)
+                    assert got["media"]["payload"] == "AAAA"
+                    await client.send(json.dumps({"event": "stop", "streamId": "s"}))
+                    await asyncio.wait_for(client.wait_closed(), 5)
+                assert app.state.relays[0].end_reason == "stop"
+
+    run(main())

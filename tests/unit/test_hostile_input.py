@@ -158,6 +158,7 @@ def test_a_store_skips_counts_and_logs_what_it_cannot_decode(
     logged = [r for r in caplog.records if r.name == "mirror.state"]
     assert len(logged) == 3
     assert all(getattr(r, "call_id", None) == CTX.call_id for r in logged)
+    assert all(CTX.call_id in r.getMessage() for r in logged)  # also for a plain formatter
     assert "tool_calls" not in caplog.text  # the item's content is never logged
 
 

@@ -444,8 +444,14 @@ class Quarantine:
                 kind = f"{kind}:{errors(include_input=False)[0]['type']}"
             except Exception:  # noqa: BLE001 - the kind is best effort
                 pass
+        # The ids go in the text too: a plain root handler (Lambda's) drops `extra`.
         _log.warning(
-            "state store: skipped a stored item that cannot be decoded",
+            "state store: skipped a stored item that cannot be decoded (call %s of tenant %s, "
+            "item %s, %s)",
+            ctx.call_id,
+            ctx.tenant_id,
+            sk,
+            kind,
             extra={
                 "call_id": ctx.call_id,
                 "tenant_id": ctx.tenant_id,

@@ -221,20 +221,25 @@ def test_fuzzed_calls_all_end_with_their_call_ended_and_leak_nothing() -> None:
                         endings[call_id] = f"#{i}:{ending}"
 
                 await asyncio.gather(*(one(i) for i in range(ITERATIONS)))
+                # A call exists once the bridge accepted its start (then it dials the agent); a
+                # refused start (garbage first, then a start without ids) is no call and has no
+                # CallEnded, but its stream must have been closed all the same.
+                accepted = {c.call_id for c in agent.calls}
                 deadline = time.monotonic() + END_WITHIN_S
                 while time.monotonic() < deadline:
                     ended = [d["call_id"] for d in bridge.call_ended()]
-                    if set(endings) <= set(ended):
+                    if accepted <= set(ended):
                         break
                     await asyncio.sleep(0.05)
                 ended = [d["call_id"] for d in bridge.call_ended()]
                 for call_id, how in endings.items():
                     tally.saw(how.split(":", 1)[1].split("+")[0])
-                    if call_id not in ended:
+                    if call_id in accepted and call_id not in ended:
                         tally.lost_events += 1
                 crashed = [r for r in bridge.relays if getattr(r, "end_reason", None) is None]
                 tally.crashes += len(crashed)
-                lost = {endings[c] for c in endings if c not in ended}
+                assert len(accepted) >= ITERATIONS * 0.8, (len(accepted), endings)  # real calls
+                lost = {endings[c] for c in accepted if c not in ended}
                 assert not lost, f"calls without CallEnded: {sorted(lost)}"
                 twice = {c for c in ended if ended.count(c) > 1}
                 assert not twice, f"CallEnded more than once: {twice}"

@@ -100,9 +100,11 @@ def test_dynamodb_faults_keep_the_failure_rules(
         tally.saw(outcome_of(decided))
         assert outcome_of(decided) == "ok", decided
         irreversible = {"cancel_pending_order"}
+        # a persistent fault (times None) outlasts botocore's retries: the operation failed;
+        # a fault `times` long may be absorbed by a retry, and then an allow is right
         for d in decided["decisions"]:
-            if d["name"] in irreversible and faults.fired > fired:
-                assert d["decision"] != "allow", (faults.seen, decided)
+            if d["name"] in irreversible and faults.fired > fired and times is None:
+                assert d["decision"] != "allow", (operations, kind, faults.seen, decided)
 
         fired = faults.fired
         corrected = correct.lambda_handler(correction, FakeContext())

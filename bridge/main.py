@@ -40,6 +40,7 @@ def build_app() -> Any:
     settings = Settings.from_env()
     app = build_supervised_app(settings)
     configure_logging(os.environ.get("LOG_LEVEL") or "INFO", core=settings.mode == "aws")
+    app.state.owns_logging = True  # its shutdown flushes and undoes it (`app.tuned`)
     return app
 
 

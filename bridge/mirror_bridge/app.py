@@ -25,6 +25,7 @@ from plivo import plivoxml
 from mirror.models import CallContext as MirrorCallContext
 from mirror.state import StateStore
 from mirror_bridge.contract import NUMBER_HEADER, AgentConnector, SessionFactory, pass_through
+from mirror_bridge.logs import shutdown_logging
 from mirror_bridge.metrics import BridgeMetrics
 from mirror_bridge.plivo_protocol import MULAW, ONE_WAY, STREAM_MODE_HEADER
 from mirror_bridge.relay import CallRelay
@@ -147,6 +148,8 @@ def tuned(
             periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await periodic
+            if getattr(app.state, "owns_logging", False):  # main.build_app's JSON logs
+                shutdown_logging()
 
     return start_up
 

@@ -181,6 +181,7 @@ def _line_record(line: str, level: int = logging.INFO) -> logging.LogRecord:
 _queue: queue.SimpleQueue[logging.LogRecord] | None = None
 _listener: QueueListener | None = None
 _handler: QueueHandler | None = None
+_previous_levels: dict[str, int] = {}
 
 
 def configured() -> bool:
@@ -208,6 +209,7 @@ def configure_logging(level: str | int = "INFO", *, core: bool = True) -> None:
         _handler.setFormatter(JsonFormatter())
     for name in LOGGERS if core else LOGGERS[:1]:
         logger = logging.getLogger(name)
+        _previous_levels.setdefault(name, logger.level)
         logger.setLevel(level)
         if _handler not in logger.handlers:
             logger.addHandler(_handler)
@@ -225,8 +227,18 @@ def write_line(line: str) -> bool:
 
 
 def shutdown_logging() -> None:
-    """Flush the queued lines (at exit)."""
-    global _listener
+    """Flush the queued lines and undo `configure_logging` (the app's shutdown, or exit): the
+    loggers get their levels back and lose the handler; a line logged later goes wherever it
+    went before (an app served in a test process leaves that process's logging as it was)."""
+    global _listener, _handler, _queue
+    handler, _handler = _handler, None
+    for name, level in _previous_levels.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if handler is not None:
+            logger.removeHandler(handler)
+    _previous_levels.clear()
     if _listener is not None:
         listener, _listener = _listener, None
-        listener.stop()
+        listener.stop()  # writes what is queued, then ends the writer thread
+    _queue = None

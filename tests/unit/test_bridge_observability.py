@@ -217,3 +217,22 @@ def test_a_line_saying_call_names_that_call() -> None:
     rec = record("100%% of call %s", "call-b")
     assert contextvars.Context().run(line, rec)["call_id"] == "call-b"
     assert "call_id" not in contextvars.Context().run(line, record("calls: %s", "x"))
+
+
+def test_configured_logging_writes_json_and_its_shutdown_flushes_and_undoes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bridge_log = logging.getLogger("mirror_bridge")
+    before = (bridge_log.level, list(bridge_log.handlers))
+    logs.configure_logging("INFO", core=False)
+    try:
+        assert logs.configured() and bridge_log.level == logging.INFO
+        logging.getLogger("mirror_bridge.test").info("call %s started", "call-z")
+        assert logs.write_line('{"_aws": {}}')
+    finally:
+        logs.shutdown_logging()  # the app's shutdown: queued lines written, then undone
+    out = [json.loads(s) for s in capsys.readouterr().out.splitlines() if s.startswith("{")]
+    assert out[0]["call_id"] == "call-z" and out[0]["message"] == "call call-z started"
+    assert out[1] == {"_aws": {}}
+    assert (bridge_log.level, list(bridge_log.handlers)) == before
+    assert not logs.configured() and logs.write_line("{}") is False

@@ -10,8 +10,9 @@ PII-looking keys, long and duplicated ids). For every case:
 - the call's stored state still reads back through the store (history, verdicts, metadata) for
   the call the sample names, which every case shares, so one poisoned case breaks the rest.
 
-Deep nesting (issue 13 item 1) is its own test per handler: it poisons the call until the bound
-at the boundary models lands, so those are strict xfails that turn red once it does.
+Deep nesting (issue 13 item 1) is its own test: args 200 deep, recorded by ScoreTurn, used to
+poison the call for every handler (it was a strict xfail until the bound at the boundary models
+landed); args 20 deep are its allow twin.
 Profiles: tests/conftest.py (`ci` in `make test`, `campaign` in `make campaign`).
 """
 

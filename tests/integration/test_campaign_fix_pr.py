@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.fixes import tasks
-from mirror.fixes.errors import TransientError
+from mirror.fixes.errors import FixError, TransientError
 from mirror_dev.local import import_file
 from mirror_dev.reports_local import create_reports_table, reports_table_properties
 from tests.conftest import REPO_ROOT, TEMPLATE_PATH
@@ -90,3 +90,18 @@ def test_hostile_task_events_fail_permanently_and_echo_no_pii(
         assert not any(p in text for p in PII), text[:500]
     finally:
         tally.write()
+
+
+@pytest.mark.parametrize("step", ["collect", "record"])
+def test_a_lone_surrogate_is_bad_input_not_a_transient_error(fix_pr: ModuleType, step: str) -> None:
+    """Found by `make campaign`: a lone surrogate in the event failed inside boto3's encoding and
+    surfaced as TransientError, which the ASL retries; it is refused as a permanent error now."""
+    event = load_event("fix_pr_collect.json")
+    event["execution_arn"] = "\ud800"
+    if step == "record":
+        event["outcome"] = "failed"
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        getattr(fix_pr, step)(event, FakeContext(function_name="fix-pr"))
+    # the allow twin: the sample gets past the check to the workflow (no reports stored here)
+    with pytest.raises(FixError, match="no reports of pattern"):
+        fix_pr.collect(load_event("fix_pr_collect.json"), FakeContext(function_name="fix-pr"))

@@ -68,9 +68,29 @@ def reset() -> None:
         _DEPS.clear()
 
 
+def _require_utf8(event: dict[str, Any]) -> None:
+    """A string that cannot be encoded as UTF-8 (a lone surrogate) is bad input: refused here as
+    a permanent ValueError, not left to fail inside a boto3 call, where it would surface as a
+    TransientError that Step Functions retries."""
+    stack: list[Any] = [event]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a FixPr task event holds text that is not valid UTF-8") from None
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def dispatch(step: str, event: dict[str, Any], deps: FixDeps) -> Mapping[str, Any]:
     if not isinstance(event, dict) or not isinstance(event.get("state"), dict):
         raise ValueError("a FixPr task event is {'state': {...}, ...}")
+    _require_utf8(event)
     state = event["state"]
     if step == "collect":
         return workflow.collect(state, deps, event.get("execution_arn"))

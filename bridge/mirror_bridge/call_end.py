@@ -150,6 +150,11 @@ class CallEnd:
     def started(self) -> bool:
         return self._task is not None
 
+    @property
+    def run(self) -> asyncio.Task[CallEndResult] | None:
+        """The call's one end run, once started (its result once done): what the metrics read."""
+        return self._task
+
     async def finish(self, reason: str, counts: Mapping[str, int | float]) -> CallEndResult:
         if self._task is None:  # no await before this line: two callers cannot both get here
             self._task = asyncio.get_running_loop().create_task(self._finish(reason, counts))

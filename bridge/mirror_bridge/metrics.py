@@ -114,7 +114,7 @@ class CallEndedOutcome:
     @classmethod
     def of(cls, call_end: Any) -> CallEndedOutcome:
         """From a session's `CallEnd` whose one run has finished (else: nothing to count)."""
-        task = getattr(call_end, "_task", None)  # CallEnd's one run, set when the call ended
+        task = getattr(call_end, "run", None)  # CallEnd's one run, set when the call ended
         if not isinstance(task, asyncio.Task) or not task.done() or task.cancelled():
             return cls()
         if task.exception() is not None:

@@ -192,7 +192,7 @@ def test_a_calls_call_ended_outcome_is_counted_from_its_call_end(
 
         task = asyncio.create_task(finish())
         await task
-        call_end = type("CallEnd", (), {"_task": task})()
+        call_end = type("CallEnd", (), {"run": task})()
         ctx = type("Ctx", (), {"call_id": "c1", "tenant_id": "acme"})()
         session = type("S", (), {"ctx": ctx, "counts": {"turns": 3}, "call_end": call_end})()
         seen: list[str] = []
